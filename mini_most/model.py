@@ -1,0 +1,670 @@
+"""mini-MoST: the whole MoST model in one file.
+
+MoST ("Mixture of Speech and Text", arXiv 2601.10272) is DeepSeek-V2-Lite with modality-aware
+mixture-of-experts layers: every token carries a modality (0 text, 1 audio), and the router may
+only send a text token to the text experts and an audio token to the audio experts, while a few
+shared experts see every token. Read top to bottom:
+
+    MoSTConfig -> RMSNorm, RoPE/YaRN -> MLA (attention) -> MLP, Experts, Gate, MoE -> Block -> MoST
+
+Only torch (and the standard library) is imported. Names follow DeepSeek-V2's config.json and
+Hugging Face's DeepseekV2 code where they exist, so weights map across with few renames.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROUTING_MODES = ("modality", "vanilla", "dense")
+DISPATCH_MODES = ("sorted", "reference")
+TEXT, AUDIO = 0, 1  # modality ids
+
+# MoST's rope_scaling, as in its config.json: YaRN stretches 4k-token RoPE to 40 x 4k = 160k.
+MOST_YARN = {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
+             "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707}
+
+
+@dataclass
+class MoSTConfig:
+    """Every field with MoST's value (the `full` preset); smaller presets override a few."""
+
+    # --- vocabulary: one id space; a contiguous range of it holds only codec codes (audio) ---
+    vocab_size: int = 102400                # DeepSeek-V2's BPE vocabulary
+    audio_token_start: int = 100002         # MoST's speech units start here too (after BOS, EOS)
+    audio_codebooks: int = 2                # codebook k lives at start + k * cardinality
+    audio_cardinality: int = 1024           # 2 x 1024 = EnCodec at 1.5 kbps; ids 100002-102049
+    bos_token_id: int = 100000
+    eos_token_id: int = 100001
+    pad_token_id: int = 100001              # DeepSeek has no pad token; pads are masked anyway
+    max_position_embeddings: int = 163840   # longest sequence accepted (40 x 4096 with YaRN)
+    # --- trunk ---
+    hidden_size: int = 2048
+    num_hidden_layers: int = 27
+    rms_norm_eps: float = 1e-6
+    initializer_range: float = 0.02        # std of every weight at init (DeepSeek's)
+    dropout: float = 0.0                    # not in MoST (0): a regulariser for the small presets
+    # --- multi-head latent attention (MLA); no query compression (q_lora_rank null) ---
+    num_attention_heads: int = 16
+    kv_lora_rank: int = 512                 # keys and values are rebuilt from a 512-d latent
+    qk_nope_head_dim: int = 128             # per-head query/key part without position
+    qk_rope_head_dim: int = 64              # decoupled RoPE part, one key shared by all heads
+    v_head_dim: int = 128
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = field(default_factory=lambda: dict(MOST_YARN))  # None: plain RoPE
+    # --- feed-forward ---
+    intermediate_size: int = 10944          # the dense MLP of the first layers
+    first_k_dense_replace: int = 1          # layers [0, k) are dense, the rest MoE
+    # --- mixture of experts ---
+    moe_intermediate_size: int = 1408       # width of one routed (and one shared) expert
+    n_routed_experts: int = 64
+    n_text_experts: int = 32                # experts [0, n_text) are text experts ...
+    n_audio_experts: int = 32               # ... and [n_text, n_routed) audio experts
+    n_shared_experts: int = 2               # one MLP of width 2 x 1408 that every token uses
+    num_experts_per_tok: int = 6            # top-k
+    norm_topk_prob: bool = False            # MoST: the k weights are NOT renormalised to sum 1
+    routed_scaling_factor: float = 1.0
+    aux_loss_alpha: float = 0.001           # weight of the sequence-level balance loss
+    routing: str = "modality"               # "modality" (MoST), "vanilla" (DeepSeek), "dense"
+    dispatch: str = "sorted"                # "sorted" (fast) or "reference" (one loop per expert)
+
+    def __post_init__(self):
+        def need(ok, msg):
+            if not ok:
+                raise ValueError(f"MoSTConfig: {msg}")
+        if isinstance(self.rope_scaling, dict) and "rope_type" in self.rope_scaling:
+            self.rope_scaling = {("type" if k == "rope_type" else k): v for k, v in self.rope_scaling.items()}
+        need(self.routing in ROUTING_MODES, f"routing={self.routing!r}; choose one of {ROUTING_MODES}")
+        need(self.dispatch in DISPATCH_MODES, f"dispatch={self.dispatch!r}; choose one of {DISPATCH_MODES}")
+        for f in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank",
+                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "intermediate_size",
+                  "moe_intermediate_size", "n_routed_experts", "num_experts_per_tok",
+                  "audio_codebooks", "audio_cardinality", "max_position_embeddings"):
+            need(int(getattr(self, f)) >= 1, f"{f} must be a positive integer, got {getattr(self, f)}")
+        need(self.qk_rope_head_dim % 2 == 0, f"qk_rope_head_dim must be even (RoPE rotates pairs), got {self.qk_rope_head_dim}")
+        need(0 <= self.first_k_dense_replace <= self.num_hidden_layers,
+             f"first_k_dense_replace={self.first_k_dense_replace} must lie in [0, num_hidden_layers={self.num_hidden_layers}]")
+        need(min(self.n_text_experts, self.n_audio_experts, self.n_shared_experts) >= 0, "expert counts must be >= 0")
+        need(self.n_text_experts + self.n_audio_experts == self.n_routed_experts,
+             f"the split n_text_experts={self.n_text_experts} + n_audio_experts={self.n_audio_experts} "
+             f"must sum to n_routed_experts={self.n_routed_experts}")
+        k = self.num_experts_per_tok
+        if self.routing == "modality":
+            need(k <= min(self.n_text_experts, self.n_audio_experts),
+                 f"num_experts_per_tok={k} exceeds a modality's group (text {self.n_text_experts}, "
+                 f"audio {self.n_audio_experts}); lower top-k or enlarge the smaller group")
+        need(k <= self.n_routed_experts, f"num_experts_per_tok={k} > n_routed_experts={self.n_routed_experts}")
+        need(0 <= self.audio_token_start and self.audio_token_end <= self.vocab_size,
+             f"audio ids [{self.audio_token_start}, {self.audio_token_end}) must fit in vocab_size={self.vocab_size}")
+        for f in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            i = getattr(self, f)
+            need(0 <= i < self.vocab_size and not self.audio_token_start <= i < self.audio_token_end,
+                 f"{f}={i} must be a text-range id in [0, {self.vocab_size}) outside the audio range")
+        need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
+        if self.rope_scaling is not None:
+            need(isinstance(self.rope_scaling, dict) and self.rope_scaling.get("type") == "yarn",
+                 f"rope_scaling must be None or a YaRN dict like {MOST_YARN}, got {self.rope_scaling}")
+            unknown = set(self.rope_scaling) - set(MOST_YARN)
+            need(not unknown, f"unknown rope_scaling keys {sorted(unknown)}; valid: {sorted(MOST_YARN)}")
+
+    # --- derived quantities ---
+    @property
+    def audio_token_end(self) -> int:       # one past the last audio id
+        return self.audio_token_start + self.audio_codebooks * self.audio_cardinality
+
+    @property
+    def qk_head_dim(self) -> int:           # 128 + 64 = 192 in full
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    @property
+    def dense_arm_intermediate_size(self) -> int:
+        # routing="dense": one MLP as wide as the k routed + shared experts a token uses,
+        # so each token sees the same active parameters and FLOPs as in the MoE arms
+        return (self.num_experts_per_tok + self.n_shared_experts) * self.moe_intermediate_size
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return layer >= self.first_k_dense_replace and self.routing != "dense"
+
+    def token_modality(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Modality of each id: 1 inside the audio range, else 0 (text, specials, markers)."""
+        return ((tokens >= self.audio_token_start) & (tokens < self.audio_token_end)).long()
+
+    # --- construction ---
+    @classmethod
+    def preset(cls, name: str, **overrides) -> MoSTConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; valid presets: {sorted(PRESETS)}")
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ValueError(f"unknown MoSTConfig fields {unknown}; valid fields: {sorted(valid)}")
+        return replace(cls(**PRESETS[name]), **overrides)
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides) -> MoSTConfig:
+        """A MoST or DeepSeek-V2 config.json as a dict -> MoSTConfig; what we can't model raises.
+        Without MoST's keys (plain DeepSeek-V2) routing is "vanilla", split half-half by index."""
+        d = dict(d)
+        ignored = {"architectures", "auto_map", "model_type", "torch_dtype", "dtype", "transformers_version",
+                   "use_cache", "_name_or_path", "initializer_range_std", "output_router_logits"}
+        # keys whose value must be the one mini-MoST implements
+        fixed = {"attention_bias": False, "attention_dropout": 0.0, "hidden_act": "silu", "moe_layer_freq": 1,
+                 "n_group": 1, "topk_group": 1, "topk_method": "greedy", "scoring_func": "softmax",
+                 "seq_aux": True, "pretraining_tp": 1, "tie_word_embeddings": False, "q_lora_rank": None,
+                 "ep_size": 1, "num_key_value_heads": d.get("num_attention_heads", 16), "mlp_bias": False}
+        for key, want in fixed.items():
+            if key in d and d.pop(key) not in (want, None if key in ("n_group", "topk_group") else want):
+                raise ValueError(f"config key {key!r} must be {want!r}: mini-MoST implements only that "
+                                 "(full DeepSeek-V2's query compression and group-limited routing are out of scope)")
+        kw = {k: d.pop(k) for k in list(d) if k in {f.name for f in fields(cls)}}
+        kw["routing"] = "modality" if d.pop("use_modality_aware_routing", False) else "vanilla"
+        n = kw.get("n_routed_experts", cls.n_routed_experts)
+        kw["n_text_experts"], kw["n_audio_experts"] = n - n // 2, n // 2
+        if "text_expert_indices" in d or "audio_expert_indices" in d:
+            text, audio = d.pop("text_expert_indices", []), d.pop("audio_expert_indices", [])
+            if list(text) != list(range(len(text))) or list(audio) != list(range(len(text), len(text) + len(audio))):
+                raise ValueError("text_expert_indices must be 0..n_text-1 and audio_expert_indices the next "
+                                 f"ids (contiguous, text first); got {text} and {audio}")
+            kw["n_text_experts"], kw["n_audio_experts"] = len(text), len(audio)
+        if "rope_parameters" in d:  # transformers v5 spelling: theta inside the scaling dict
+            rp = dict(d.pop("rope_parameters"))
+            kw["rope_theta"] = rp.pop("rope_theta", kw.get("rope_theta", 10000.0))
+            kw["rope_scaling"] = rp if rp.get("rope_type", rp.get("type")) == "yarn" else None
+        unknown = sorted(set(d) - ignored)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; valid: {sorted({f.name for f in fields(cls)} | set(fixed))}"
+                             " plus use_modality_aware_routing, text_expert_indices, audio_expert_indices")
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown MoSTConfig fields {unknown}; valid fields: {sorted(f.name for f in fields(cls))}")
+        return cls(**{**kw, **overrides})
+
+    @classmethod
+    def from_json(cls, path) -> MoSTConfig:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+# Presets. Vocabulary of toy/small: bytes 0-255, specials 256-319 (pad 256, bos 257, eos 258; the
+# rest are markers and task prompts named by mini_most.data), audio 320-2367 (2 codebooks x 1024).
+# Parameters (total / active per token, both embedding tables counted):
+#   toy    0.83M / 0.61M   small  5.36M / 2.93M   full  15.71B / 2.66B (2.45B without the input embedding)
+_SMALL_VOCAB = dict(vocab_size=2368, audio_token_start=320, bos_token_id=257, eos_token_id=258, pad_token_id=256)
+PRESETS = {
+    "toy": dict(_SMALL_VOCAB, max_position_embeddings=512, hidden_size=64, num_hidden_layers=3,
+                num_attention_heads=4, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+                rope_scaling=None, intermediate_size=192, moe_intermediate_size=32, n_routed_experts=16,
+                n_text_experts=8, n_audio_experts=8, n_shared_experts=1, num_experts_per_tok=2),
+    "small": dict(_SMALL_VOCAB, max_position_embeddings=1024, hidden_size=192, num_hidden_layers=4,
+                  num_attention_heads=6, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
+                  rope_scaling=None, intermediate_size=512, moe_intermediate_size=128, n_routed_experts=16,
+                  n_text_experts=8, n_audio_experts=8, n_shared_experts=2, num_experts_per_tok=2),
+    "full": dict(),  # the dataclass defaults are MoST's config.json
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# normalisation and rotary position embedding (with YaRN)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # normalise in fp32 so bf16 activations don't lose the small variances
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def yarn_mscale(factor: float, mscale: float) -> float:
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def rope_inv_freq(cfg: MoSTConfig, device=None) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies of the qk_rope_head_dim / 2 rotating pairs, and the cos/sin scale.
+
+    YaRN (arXiv 2309.00071) keeps the fast-rotating pairs as they are (they see many turns within
+    the original 4k context), divides the slow ones by `factor` (interpolation), and blends the
+    pairs in between with a linear ramp."""
+    d = cfg.qk_rope_head_dim
+    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)
+    ys = cfg.rope_scaling
+    if ys is None:
+        return inv_freq, 1.0
+    factor, orig = ys["factor"], ys["original_max_position_embeddings"]
+
+    def pair_index(turns):  # the pair that makes `turns` full turns over the original context
+        return d * math.log(orig / (turns * 2 * math.pi)) / (2 * math.log(cfg.rope_theta))
+    low = max(math.floor(pair_index(ys.get("beta_fast", 32))), 0)
+    high = min(math.ceil(pair_index(ys.get("beta_slow", 1))), d - 1)
+    ramp = ((torch.arange(d // 2, device=device, dtype=torch.float32) - low) / max(high - low, 1e-3)).clamp(0, 1)
+    inv_freq = inv_freq / factor * ramp + inv_freq * (1 - ramp)  # ramp 0: keep, 1: interpolate
+    # cos/sin are scaled by mscale / mscale_all_dim (1 for MoST); the rest goes to the softmax scale
+    scale = yarn_mscale(factor, ys.get("mscale", 1)) / yarn_mscale(factor, ys.get("mscale_all_dim", 1))
+    return inv_freq, scale
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the interleaved pairs (x0, x1), (x2, x3), ... of x's last dim (DeepSeek's layout)."""
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# attention: DeepSeek-V2's multi-head latent attention (MLA)
+
+
+class KVCache:
+    """MLA's inference cache. Per layer and token it keeps only the normalised latent c_kv
+    (kv_lora_rank) and the roped shared key k_pe (qk_rope_head_dim): 512 + 64 = 576 values in
+    `full`, where plain multi-head attention would keep K and V for 16 heads: 16 * (192 + 128)
+    = 5,120. Keys and values are rebuilt from the latent (kv_b_proj) at every step."""
+
+    def __init__(self, cfg: MoSTConfig, batch_size: int, max_len: int, device=None, dtype=torch.float32):
+        if max_len > cfg.max_position_embeddings:
+            raise ValueError(f"KVCache max_len={max_len} exceeds max_position_embeddings={cfg.max_position_embeddings}")
+        width = cfg.kv_lora_rank + cfg.qk_rope_head_dim
+        self.latent = torch.zeros(cfg.num_hidden_layers, batch_size, max_len, width, device=device, dtype=dtype)
+        self.mask = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)  # real (non-pad) tokens
+        self.length = 0  # tokens already stored
+
+    @property
+    def values_per_token_per_layer(self) -> int:
+        return self.latent.shape[-1]
+
+    def update(self, layer: int, latent: torch.Tensor) -> torch.Tensor:
+        """Store this forward's latents (B, T, 576) and return all of them so far (B, S, 576)."""
+        end = self.length + latent.shape[1]
+        self.latent[layer, :, self.length:end] = latent
+        return self.latent[layer, :, :end]
+
+
+class MLA(nn.Module):
+    def __init__(self, cfg: MoSTConfig):
+        super().__init__()
+        self.cfg = cfg
+        h, nh = cfg.hidden_size, cfg.num_attention_heads
+        self.q_proj = nn.Linear(h, nh * cfg.qk_head_dim, bias=False)
+        # down-projection to the latent, plus the one roped key that all heads share
+        self.kv_a_proj_with_mqa = nn.Linear(h, cfg.kv_lora_rank + cfg.qk_rope_head_dim, bias=False)
+        self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, cfg.rms_norm_eps)
+        # up-projection of the latent to per-head keys (no position) and values
+        self.kv_b_proj = nn.Linear(cfg.kv_lora_rank, nh * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)
+        self.o_proj = nn.Linear(nh * cfg.v_head_dim, h, bias=False)
+        # YaRN also sharpens attention: softmax scale x mscale^2 (1.59 in full; 0.114721 in all)
+        m = yarn_mscale(cfg.rope_scaling["factor"], cfg.rope_scaling.get("mscale_all_dim", 0)) if cfg.rope_scaling else 1.0
+        self.softmax_scale = cfg.qk_head_dim ** -0.5 * m * m
+
+    def forward(self, x, cos, sin, attn_mask, layer: int, cache: KVCache | None = None):
+        cfg, (B, T, _) = self.cfg, x.shape
+        nh, dn, dr, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
+        q_nope, q_pe = self.q_proj(x).view(B, T, nh, dn + dr).split([dn, dr], dim=-1)
+        q_pe = apply_rope(q_pe, cos[:, :, None], sin[:, :, None])                 # (B, T, nh, dr)
+        c_kv, k_pe = self.kv_a_proj_with_mqa(x).split([cfg.kv_lora_rank, dr], dim=-1)
+        latent = torch.cat([self.kv_a_layernorm(c_kv), apply_rope(k_pe, cos, sin)], dim=-1)  # (B, T, 576)
+        if cache is not None:
+            latent = cache.update(layer, latent)                                  # (B, S, 576)
+        S = latent.shape[1]
+        c_kv, k_pe = latent.split([cfg.kv_lora_rank, dr], dim=-1)
+        k_nope, v = self.kv_b_proj(c_kv).view(B, S, nh, dn + dv).split([dn, dv], dim=-1)
+        q = torch.cat([q_nope, q_pe], dim=-1).transpose(1, 2)                     # (B, nh, T, 192)
+        k = torch.cat([k_nope, k_pe[:, :, None].expand(B, S, nh, dr)], dim=-1).transpose(1, 2)  # (B, nh, S, 192)
+        y = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), attn_mask=attn_mask, scale=self.softmax_scale)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, nh * dv))             # (B, T, hidden)
+
+
+# ----------------------------------------------------------------------------------------------
+# feed-forward: the SwiGLU MLP, routed experts, the modality-aware gate, the MoE layer
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)). The dense layers, the shared experts, the dense arm."""
+
+    def __init__(self, hidden: int, inter: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, inter, bias=False)
+        self.up_proj = nn.Linear(hidden, inter, bias=False)
+        self.down_proj = nn.Linear(inter, hidden, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Experts(nn.Module):
+    """n routed SwiGLU experts, weights stacked (n, out, in) so a grouped matmul can use them."""
+
+    def __init__(self, n: int, hidden: int, inter: int):
+        super().__init__()
+        self.gate_proj = nn.Parameter(torch.empty(n, inter, hidden))
+        self.up_proj = nn.Parameter(torch.empty(n, inter, hidden))
+        self.down_proj = nn.Parameter(torch.empty(n, hidden, inter))
+
+    def per_expert(self):
+        # unbind once per forward: autograd then stacks the n gradients in one go, where
+        # indexing weight[e] n times would build n full-size zero gradients
+        return list(zip(self.gate_proj.unbind(0), self.up_proj.unbind(0), self.down_proj.unbind(0)))
+
+
+def swiglu(x, w_gate, w_up, w_down):
+    return F.linear(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up), w_down)
+
+
+class Gate(nn.Module):
+    """The router: DeepSeek's MoEGate (routing="vanilla") or MoST's MAMoEGate ("modality")."""
+
+    def __init__(self, cfg: MoSTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.hidden_size))
+
+    def forward(self, x: torch.Tensor, modality: torch.Tensor):
+        """x (N, hidden), modality (N,) -> expert ids (N, k), weights (N, k), masked scores (N, E)."""
+        cfg = self.cfg
+        logits = F.linear(x.float(), self.weight.float())        # (N, E), fp32 as DeepSeek
+        scores = logits.softmax(dim=-1)                           # over ALL routed experts ...
+        if cfg.routing == "modality":
+            expert_modality = (torch.arange(cfg.n_routed_experts, device=x.device) >= cfg.n_text_experts).long()
+            allowed = expert_modality[None, :] == modality[:, None]  # (N, E)
+            scores = scores * allowed                             # ... THEN zero the other group's
+            # pick among allowed experts even if an allowed score underflowed to exactly 0
+            weights, ids = scores.masked_fill(~allowed, -1.0).topk(cfg.num_experts_per_tok, dim=-1)
+        else:
+            weights, ids = scores.topk(cfg.num_experts_per_tok, dim=-1)
+        # no renormalisation in MoST: a text token's k weights sum to less than its text share
+        if cfg.norm_topk_prob and cfg.num_experts_per_tok > 1:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        else:
+            weights = weights * cfg.routed_scaling_factor
+        return ids, weights, scores
+
+
+def balance_loss(scores, ids, valid, alpha: float) -> torch.Tensor:
+    """DeepSeek's sequence-level balance loss, on the (masked) scores, over real tokens only.
+
+    Per sequence: alpha * sum_i f_i * P_i, with f_i = E / (k * T) * (tokens that chose expert i)
+    and P_i = mean score of expert i over the T tokens; then the mean over sequences. Uniform
+    routing over all E experts gives alpha * 1. scores (B, T, E), ids (B, T, k), valid (B, T)."""
+    B, T, E = scores.shape
+    k = ids.shape[-1]
+    v = valid.float()
+    n = v.sum(dim=1).clamp(min=1)                                                # (B,)
+    chosen = torch.zeros(B, E, device=scores.device).scatter_add_(
+        1, ids.flatten(1), v[:, :, None].expand(B, T, k).flatten(1))             # (B, E)
+    f = chosen * E / (k * n[:, None])
+    p = (scores * v[:, :, None]).sum(dim=1) / n[:, None]                         # (B, E)
+    has_tokens = (valid.sum(dim=1) > 0).float()
+    return alpha * ((f * p).sum(dim=1) * has_tokens).sum() / has_tokens.sum().clamp(min=1)
+
+
+@dataclass
+class Routing:
+    """What one MoE layer decided. Padding positions hold expert id -1 and weight 0."""
+    layer: int
+    expert_ids: torch.Tensor  # (B, T, k)
+    weights: torch.Tensor     # (B, T, k), fp32
+
+
+class MoE(nn.Module):
+    def __init__(self, cfg: MoSTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.gate = Gate(cfg)
+        self.experts = Experts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size)
+        # the shared experts are one MLP n_shared times as wide, added for every token, no gate
+        self.shared_experts = MLP(cfg.hidden_size, cfg.n_shared_experts * cfg.moe_intermediate_size) \
+            if cfg.n_shared_experts > 0 else None
+
+    def forward(self, x, modality, valid, layer: int):
+        B, T, H = x.shape
+        flat = x.reshape(B * T, H)
+        ids, weights, scores = self.gate(flat, modality.reshape(-1))
+        aux = balance_loss(scores.view(B, T, -1), ids.view(B, T, -1), valid, self.cfg.aux_loss_alpha)
+        pad = ~valid.reshape(-1, 1)
+        ids, weights = ids.masked_fill(pad, -1), weights.masked_fill(pad, 0.0)  # pads go to no expert
+        dispatch = self.dispatch_sorted if self.cfg.dispatch == "sorted" else self.dispatch_reference
+        y = dispatch(flat, ids, weights)
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(flat)
+        return y.view(B, T, H), aux, Routing(layer, ids.view(B, T, -1), weights.view(B, T, -1))
+
+    def dispatch_reference(self, x, ids, weights):
+        """Readable: for each expert, find its tokens, run them, add back weighted."""
+        y = torch.zeros_like(x)
+        for e, w in enumerate(self.experts.per_expert()):
+            token, slot = torch.where(ids == e)
+            if token.numel() == 0:
+                continue
+            out = swiglu(x[token], *w) * weights[token, slot, None]
+            y.index_add_(0, token, out.to(x.dtype))
+        return y
+
+    def dispatch_sorted(self, x, ids, weights):
+        """Fast: sort the (token, slot) pairs by expert once, run each expert on one contiguous
+        slice, scatter back with one index_add. Same sums as the reference."""
+        k = ids.shape[1]
+        flat_ids = ids.flatten()                                        # (N*k,)
+        order = flat_ids.argsort(stable=True)
+        n_pad = int((flat_ids < 0).sum())                               # pads (-1) sort first
+        order = order[n_pad:]
+        counts = torch.bincount(flat_ids[order], minlength=self.cfg.n_routed_experts).tolist()
+        token = order // k
+        xs = x[token]                                                   # (M, H), grouped by expert
+        outs = [swiglu(chunk, *w) for chunk, w, c in zip(xs.split(counts), self.experts.per_expert(), counts) if c]
+        if not outs:
+            return torch.zeros_like(x)
+        ys = torch.cat(outs) * weights.flatten()[order, None]          # (M, H)
+        return torch.zeros_like(x).index_add_(0, token, ys.to(x.dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# the transformer
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: MoSTConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = MLA(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        if cfg.is_moe_layer(layer):
+            self.mlp = MoE(cfg)
+        elif layer < cfg.first_k_dense_replace:
+            self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size)
+        else:  # routing="dense": the fair dense baseline in place of an MoE layer
+            self.mlp = MLP(cfg.hidden_size, cfg.dense_arm_intermediate_size)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, attn_mask, modality, valid, cache=None):
+        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, self.layer, cache))
+        h = self.post_attention_layernorm(x)
+        if isinstance(self.mlp, MoE):
+            out, aux, routing = self.mlp(h, modality, valid, self.layer)
+        else:
+            out, aux, routing = self.mlp(h), None, None
+        return x + self.drop(out), aux, routing
+
+
+@dataclass
+class MoSTOutput:
+    logits: torch.Tensor            # (B, T, vocab)
+    loss: torch.Tensor | None       # mean cross-entropy over targets != -100; None without targets
+    aux_loss: torch.Tensor          # sum of the MoE layers' balance losses (0 without MoE layers)
+    routing: list[Routing]          # one per MoE layer; train on loss + aux_loss
+
+
+class MoST(nn.Module):
+    def __init__(self, config: MoSTConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.drop = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)  # untied
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self):
+        """DeepSeek's init: every matrix ~ N(0, 0.02), norms 1. Call again after to_empty()."""
+        for name, p in self.named_parameters():
+            if "layernorm" in name or name.startswith("norm"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, self.config.initializer_range)
+
+    def num_params(self) -> dict:
+        """Total and per-token active parameters (works on the meta device)."""
+        cfg = self.config
+        total = sum(p.numel() for p in self.parameters())
+        routed = sum(p.numel() for b in self.layers if isinstance(b.mlp, MoE) for p in b.mlp.experts.parameters())
+        active = total - routed * (cfg.n_routed_experts - cfg.num_experts_per_tok) // cfg.n_routed_experts
+        return {"total": total, "active": active,
+                "active_without_input_embedding": active - self.embed_tokens.weight.numel()}
+
+    def forward(self, tokens, modality=None, targets=None, attention_mask=None, cache: KVCache | None = None) -> MoSTOutput:
+        """tokens (B, T) ids; modality (B, T) 0/1, default from the ids; targets (B, T): the id
+        that should follow each position (-100: no loss); attention_mask (B, T): 1 real, 0 pad
+        (any side); cache: a KVCache to extend (generation)."""
+        cfg = self.config
+        modality, valid, targets = self._check_inputs(tokens, modality, targets, attention_mask, cache)
+        B, T = tokens.shape
+        past = cache.length if cache is not None else 0
+        if cache is not None:
+            cache.mask[:, past:past + T] = valid
+            full_valid = cache.mask[:, :past + T]                                 # (B, S)
+        else:
+            full_valid = valid
+        # positions count real tokens only, so left padding doesn't shift a sequence
+        pos = (full_valid.long().cumsum(dim=1) - 1).clamp(min=0)[:, past:]        # (B, T)
+        inv_freq, rope_scale = rope_inv_freq(cfg, tokens.device)
+        angles = pos[..., None].float() * inv_freq                                # (B, T, dr/2)
+        cos, sin = angles.cos() * rope_scale, angles.sin() * rope_scale
+        # causal mask over real keys; each query may always see itself, so pad rows stay finite
+        S = past + T
+        causal = torch.ones(T, S, dtype=torch.bool, device=tokens.device).tril(diagonal=past)
+        self_ = torch.zeros(T, S, dtype=torch.bool, device=tokens.device)
+        self_[torch.arange(T), past + torch.arange(T)] = True
+        attn_mask = ((causal[None] & full_valid[:, None, :]) | self_[None])[:, None]  # (B, 1, T, S)
+
+        x = self.drop(self.embed_tokens(tokens))
+        aux_loss, routing = x.new_zeros((), dtype=torch.float32), []
+        for block in self.layers:
+            x, aux, r = block(x, cos, sin, attn_mask, modality, valid, cache)
+            if r is not None:
+                aux_loss, routing = aux_loss + aux, routing + [r]
+        logits = self.lm_head(self.norm(x))                                       # (B, T, vocab)
+        if cache is not None:
+            cache.length += T
+
+        loss = None
+        if targets is not None:
+            targets = targets.masked_fill(~valid, -100)  # never learn at padding
+            if not (targets != -100).any():
+                raise ValueError("targets has no position to learn from: every target is -100 or padding")
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        return MoSTOutput(logits, loss, aux_loss, routing)
+
+    def _check_inputs(self, tokens, modality, targets, attention_mask, cache):
+        cfg = self.config
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype.is_floating_point \
+                or tokens.dtype == torch.bool or tokens.is_complex():
+            got = f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise ValueError(f"tokens must be an integer tensor of shape (B, T), got {got}; "
+                             "for one sequence use tokens[None]")
+        B, T = tokens.shape
+        if T == 0:
+            raise ValueError("tokens is empty (T = 0): give at least one token")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= cfg.vocab_size:
+            raise ValueError(f"token ids must lie in [0, vocab_size={cfg.vocab_size}), got min {lo}, max {hi}")
+        past = cache.length if cache is not None else 0
+        if past + T > cfg.max_position_embeddings:
+            raise ValueError(f"sequence length {past + T} exceeds max_position_embeddings="
+                             f"{cfg.max_position_embeddings}; shorten it or raise the config's limit")
+        if cache is not None and (cache.latent.shape[1] != B or past + T > cache.latent.shape[2]):
+            raise ValueError(f"KVCache holds batch {cache.latent.shape[1]} x {cache.latent.shape[2]} tokens; "
+                             f"cannot add batch {B} x {T} tokens after {past}")
+
+        def check_like(name, t, allowed):
+            if not isinstance(t, torch.Tensor) or t.shape != tokens.shape:
+                shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"{name} must have the shape of tokens {tuple(tokens.shape)}, got {shape}")
+            if t.dtype.is_floating_point or t.is_complex():
+                raise ValueError(f"{name} must be an integer or bool tensor, got {t.dtype}")
+            bad = ~allowed(t.long())
+            if bad.any():
+                raise ValueError(f"{name} has invalid values {t[bad].unique()[:5].tolist()} (see the docstring)")
+            return t.long()
+
+        if modality is None:
+            modality = cfg.token_modality(tokens)
+        else:
+            modality = check_like("modality", modality, lambda m: (m == TEXT) | (m == AUDIO))
+        if attention_mask is None:
+            valid = torch.ones_like(tokens, dtype=torch.bool)
+        else:
+            valid = check_like("attention_mask", attention_mask, lambda m: (m == 0) | (m == 1)).bool()
+        if targets is not None:
+            targets = check_like("targets", targets, lambda t: (t == -100) | ((t >= 0) & (t < cfg.vocab_size)))
+        return modality, valid, targets
+
+    @torch.no_grad()
+    def generate(self, tokens, max_new_tokens: int, attention_mask=None, modality=None, temperature: float = 0.0,
+                 top_k: int | None = None, stop_at_eos: bool = True, generator: torch.Generator | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
+        """Continue each prompt by max_new_tokens ids: greedy (temperature 0) or sampled from
+        softmax(logits / temperature), optionally among the top_k. Prompts may be padded on
+        either side (attention_mask). Returns only the new ids (B, max_new_tokens); after a row's
+        EOS (if stop_at_eos) it holds pad_token_id. New ids get their modality from the id."""
+        cfg = self.config
+        if max_new_tokens < 1 or temperature < 0 or (top_k is not None and top_k < 1):
+            raise ValueError(f"need max_new_tokens >= 1, temperature >= 0, top_k >= 1 or None; got "
+                             f"{max_new_tokens}, {temperature}, {top_k}")
+        modality, valid, _ = self._check_inputs(tokens, modality, None, attention_mask, None)
+        B, T = tokens.shape
+        if T + max_new_tokens > cfg.max_position_embeddings:
+            raise ValueError(f"prompt {T} + {max_new_tokens} new tokens exceeds max_position_embeddings="
+                             f"{cfg.max_position_embeddings}")
+        # move every prompt's pads to the left, so all rows end at the same column
+        order = valid.long().argsort(dim=1, stable=True)
+        tokens, modality, valid = tokens.gather(1, order), modality.gather(1, order), valid.gather(1, order)
+        cache = KVCache(cfg, B, T + max_new_tokens, tokens.device, self.lm_head.weight.dtype) if use_cache else None
+        out = torch.full((B, max_new_tokens), cfg.pad_token_id, dtype=torch.long, device=tokens.device)
+        done = torch.zeros(B, dtype=torch.bool, device=tokens.device)
+        seq, seq_mod, seq_valid = tokens, modality, valid
+        step_in, step_mod, step_valid = tokens, modality, valid
+        for i in range(max_new_tokens):
+            if use_cache:
+                logits = self(step_in, step_mod, attention_mask=step_valid, cache=cache).logits[:, -1]
+            else:
+                logits = self(seq, seq_mod, attention_mask=seq_valid).logits[:, -1]
+            logits = logits.float()
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+            nxt = nxt.masked_fill(done, cfg.pad_token_id)
+            out[:, i] = nxt
+            if stop_at_eos:
+                done = done | (nxt == cfg.eos_token_id)
+                if done.all():
+                    break
+            step_in = nxt[:, None]
+            step_mod, step_valid = cfg.token_modality(step_in), torch.ones_like(step_in, dtype=torch.bool)
+            seq, seq_mod, seq_valid = (torch.cat([seq, step_in], 1), torch.cat([seq_mod, step_mod], 1),
+                                       torch.cat([seq_valid, step_valid], 1))
+        return out

@@ -342,11 +342,11 @@ class MLP(nn.Module):
 class Experts(nn.Module):
     """n routed SwiGLU experts, weights stacked (n, out, in) so a grouped matmul can use them."""
 
-    def __init__(self, n: int, hidden: int, inter: int):
+    def __init__(self, n: int, hidden: int, inter: int, std: float):
         super().__init__()
-        self.gate_proj = nn.Parameter(torch.empty(n, inter, hidden))
-        self.up_proj = nn.Parameter(torch.empty(n, inter, hidden))
-        self.down_proj = nn.Parameter(torch.empty(n, hidden, inter))
+        self.gate_proj = nn.Parameter(torch.randn(n, inter, hidden) * std)
+        self.up_proj = nn.Parameter(torch.randn(n, inter, hidden) * std)
+        self.down_proj = nn.Parameter(torch.randn(n, hidden, inter) * std)
 
     def per_expert(self):
         # unbind once per forward: autograd then stacks the n gradients in one go, where
@@ -364,7 +364,7 @@ class Gate(nn.Module):
     def __init__(self, cfg: MoSTConfig):
         super().__init__()
         self.cfg = cfg
-        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.hidden_size))
+        self.weight = nn.Parameter(torch.randn(cfg.n_routed_experts, cfg.hidden_size) * cfg.initializer_range)
 
     def forward(self, x: torch.Tensor, modality: torch.Tensor):
         """x (N, hidden), modality (N,) -> expert ids (N, k), weights (N, k), masked scores (N, E)."""
@@ -418,7 +418,7 @@ class MoE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.gate = Gate(cfg)
-        self.experts = Experts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size)
+        self.experts = Experts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size, cfg.initializer_range)
         # the shared experts are one MLP n_shared times as wide, added for every token, no gate
         self.shared_experts = MLP(cfg.hidden_size, cfg.n_shared_experts * cfg.moe_intermediate_size) \
             if cfg.n_shared_experts > 0 else None

@@ -1,6 +1,6 @@
 """mini-MoST: an educational reimplementation of MoST, a speech-text LLM with modality-aware MoE."""
 
-from .model import (AUDIO, PRESETS, TEXT, KVCache, MoST, MoSTConfig, MoSTOutput, Routing)
+from .model import AUDIO, PRESETS, TEXT, KVCache, MoST, MoSTConfig, MoSTOutput, Routing
 from .utils import by_scale, scale, set_seed
 
 __all__ = ["AUDIO", "PRESETS", "TEXT", "KVCache", "MoST", "MoSTConfig", "MoSTOutput", "Routing",

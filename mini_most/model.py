@@ -407,7 +407,7 @@ def balance_loss(scores, ids, valid, alpha: float) -> torch.Tensor:
 
 @dataclass
 class Routing:
-    """What one MoE layer decided. Padding positions hold expert id -1 and weight 0."""
+    """What one MoE layer decided (detached statistics). Padding holds expert id -1, weight 0."""
     layer: int
     expert_ids: torch.Tensor  # (B, T, k)
     weights: torch.Tensor     # (B, T, k), fp32
@@ -434,7 +434,7 @@ class MoE(nn.Module):
         y = dispatch(flat, ids, weights)
         if self.shared_experts is not None:
             y = y + self.shared_experts(flat)
-        return y.view(B, T, H), aux, Routing(layer, ids.view(B, T, -1), weights.view(B, T, -1))
+        return y.view(B, T, H), aux, Routing(layer, ids.view(B, T, -1), weights.detach().view(B, T, -1))
 
     def dispatch_reference(self, x, ids, weights):
         """Readable: for each expert, find its tokens, run them, add back weighted."""
@@ -452,17 +452,19 @@ class MoE(nn.Module):
         slice, scatter back with one index_add. Same sums as the reference."""
         k = ids.shape[1]
         flat_ids = ids.flatten()                                        # (N*k,)
-        order = flat_ids.argsort(stable=True)
-        n_pad = int((flat_ids < 0).sum())                               # pads (-1) sort first
-        order = order[n_pad:]
+        order = flat_ids.argsort(stable=True)[int((flat_ids < 0).sum()):]  # pads (-1) sort first
         counts = torch.bincount(flat_ids[order], minlength=self.cfg.n_routed_experts).tolist()
         token = order // k
-        xs = x[token]                                                   # (M, H), grouped by expert
-        outs = [swiglu(chunk, *w) for chunk, w, c in zip(xs.split(counts), self.experts.per_expert(), counts) if c]
+        xs = x.index_select(0, token)                                   # (M, H), grouped by expert
+        ws = weights.flatten()[order, None]                             # (M, 1)
+        outs = []
+        for chunk, w, (gate, up, down) in zip(xs.split(counts), ws.split(counts), self.experts.per_expert()):
+            if len(chunk):
+                # weighting the inter-wide hidden equals weighting the output, with less traffic
+                outs.append(F.linear(F.silu(F.linear(chunk, gate)) * F.linear(chunk, up) * w.to(x.dtype), down))
         if not outs:
             return torch.zeros_like(x)
-        ys = torch.cat(outs) * weights.flatten()[order, None]          # (M, H)
-        return torch.zeros_like(x).index_add_(0, token, ys.to(x.dtype))
+        return torch.zeros_like(x).index_add_(0, token, torch.cat(outs))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -595,7 +597,7 @@ class MoST(nn.Module):
             raise ValueError(f"KVCache holds batch {cache.latent.shape[1]} x {cache.latent.shape[2]} tokens; "
                              f"cannot add batch {B} x {T} tokens after {past}")
 
-        def check_like(name, t, allowed):
+        def check_like(name, t, allowed, valid_values):
             if not isinstance(t, torch.Tensor) or t.shape != tokens.shape:
                 shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ValueError(f"{name} must have the shape of tokens {tuple(tokens.shape)}, got {shape}")
@@ -603,19 +605,22 @@ class MoST(nn.Module):
                 raise ValueError(f"{name} must be an integer or bool tensor, got {t.dtype}")
             bad = ~allowed(t.long())
             if bad.any():
-                raise ValueError(f"{name} has invalid values {t[bad].unique()[:5].tolist()} (see the docstring)")
+                raise ValueError(f"{name} has invalid values {t[bad].unique()[:5].tolist()}; {valid_values}")
             return t.long()
 
         if modality is None:
             modality = cfg.token_modality(tokens)
         else:
-            modality = check_like("modality", modality, lambda m: (m == TEXT) | (m == AUDIO))
+            modality = check_like("modality", modality, lambda m: (m == TEXT) | (m == AUDIO),
+                                  "use 0 for text and 1 for audio, or leave modality=None to read it off the ids")
         if attention_mask is None:
             valid = torch.ones_like(tokens, dtype=torch.bool)
         else:
-            valid = check_like("attention_mask", attention_mask, lambda m: (m == 0) | (m == 1)).bool()
+            valid = check_like("attention_mask", attention_mask, lambda m: (m == 0) | (m == 1),
+                               "use 1 for real tokens and 0 for padding").bool()
         if targets is not None:
-            targets = check_like("targets", targets, lambda t: (t == -100) | ((t >= 0) & (t < cfg.vocab_size)))
+            targets = check_like("targets", targets, lambda t: (t == -100) | ((t >= 0) & (t < cfg.vocab_size)),
+                                 f"targets are ids in [0, {cfg.vocab_size}) or -100 (no loss there)")
         return modality, valid, targets
 
     @torch.no_grad()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mini_most import KVCache, MoST, MoSTConfig, set_seed
-from mini_most.model import MLP, MoE, Gate, balance_loss
+from mini_most.model import MLP, Gate, MoE, balance_loss
 
 FULL_TOTAL, FULL_ACTIVE, FULL_ACTIVE_NO_EMBED = 15_706_484_224, 2_661_150_208, 2_451_435_008
 MOST_JSON = Path(__file__).parent / "data" / "most_config.json"

@@ -1,0 +1,39 @@
+# One command sets up and runs each job on a fresh machine (Python 3.10+ with venv and pip):
+#   make notebooks   the main job: execute every notebook in order at classroom scale, in place
+#   make test        every test at smoke scale: ruff, pytest, and the notebooks under nbval
+#   make lab         JupyterLab on the notebooks
+#   make bench       benchmarks/moe_layer.py
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# the stamp is remade (a reinstall) only when the pins change
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup notebooks test lab bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python tools/check_env.py
+	touch $(STAMP)
+
+notebooks: setup
+	MINI_MOST_SCALE=classroom $(BIN)/python tools/run_notebooks.py
+
+test: setup
+	$(BIN)/ruff check .
+	MINI_MOST_SCALE=smoke $(BIN)/python -m pytest tests notebooks/[0-9][0-9]_*.ipynb \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 --timeout=1200 -q
+
+lab: setup
+	$(BIN)/jupyter lab notebooks
+
+bench: setup
+	$(BIN)/python benchmarks/moe_layer.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,112 @@
+"""Forward+backward time of one MoE layer against a dense MLP with the same active parameters.
+
+Every row runs its contenders side by side in this one process, on the same input, and reports
+ratios to the dense MLP (width (k + n_shared) x moe_intermediate_size: the FLOPs a token pays in
+the MoE layer). Contenders: mini-MoST's sorted dispatch, its per-expert reference dispatch, and
+(if transformers is installed) transformers' DeepseekV2Moe with the same shape.
+
+    python benchmarks/moe_layer.py                 # toy, small, full width (a few minutes on 2 cores)
+    python benchmarks/moe_layer.py --sizes toy small --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+
+from mini_most.model import MLP, MoE, MoSTConfig
+
+SIZES = {  # preset, tokens per batch, repeats
+    "toy": ("toy", 4096, 30),
+    "small": ("small", 4096, 20),
+    "full": ("full", 512, 3),  # one full-width layer: 64 routed + 2 shared experts, hidden 2048
+}
+
+
+def hf_moe(cfg: MoSTConfig):
+    try:
+        import transformers
+        transformers.logging.set_verbosity_error()
+        from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2Moe
+    except ImportError:
+        return None
+    hc = transformers.DeepseekV2Config(
+        hidden_size=cfg.hidden_size, moe_intermediate_size=cfg.moe_intermediate_size,
+        n_routed_experts=cfg.n_routed_experts, n_shared_experts=cfg.n_shared_experts,
+        num_experts_per_tok=cfg.num_experts_per_tok, topk_method="greedy", n_group=1, topk_group=1,
+        norm_topk_prob=False, num_attention_heads=cfg.num_attention_heads, q_lora_rank=None)
+    moe = DeepseekV2Moe(hc)
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=cfg.initializer_range)
+    return lambda x, modality, valid: moe(x)
+
+
+def time_fwd_bwd(contenders: dict, x, repeats: int) -> dict:
+    """Median ms of forward + backward per contender, in interleaved rounds so that a slow
+    spell of the machine hits every contender alike. The first round warms up."""
+    times = {name: [] for name in contenders}
+    for i in range(repeats + 1):
+        for name, fn in contenders.items():
+            xi = x.detach().requires_grad_()
+            t = time.perf_counter()
+            out = fn(xi)
+            y = out[0] if isinstance(out, tuple) else out
+            y.float().pow(2).mean().backward()
+            if i:
+                times[name].append(time.perf_counter() - t)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def run(size: str, with_hf: bool):
+    preset, n_tokens, repeats = SIZES[size]
+    cfg = MoSTConfig.preset(preset)
+    torch.manual_seed(0)
+    x = torch.randn(1, n_tokens, cfg.hidden_size)
+    modality = (torch.rand(1, n_tokens) < 0.5).long()
+    valid = torch.ones(1, n_tokens, dtype=torch.bool)
+    dense = MLP(cfg.hidden_size, cfg.dense_arm_intermediate_size)
+    sorted_moe = MoE(replace(cfg, dispatch="sorted"))
+    reference_moe = MoE(replace(cfg, dispatch="reference"))
+    reference_moe.load_state_dict(sorted_moe.state_dict())
+    contenders = {
+        "dense": lambda x: dense(x),
+        "sorted": lambda x: sorted_moe(x, modality, valid, 1),
+        "reference": lambda x: reference_moe(x, modality, valid, 1),
+    }
+    hf = hf_moe(cfg) if with_hf else None
+    if hf is not None:
+        contenders["transformers"] = lambda x: hf(x, modality, valid)
+    ms = time_fwd_bwd(contenders, x, repeats)
+    return {"size": size, "tokens": n_tokens, "hidden": cfg.hidden_size,
+            "experts": f"{cfg.n_routed_experts}+{cfg.n_shared_experts} top-{cfg.num_experts_per_tok}",
+            "ms": ms, "ratio": {k: v / ms["dense"] for k, v in ms.items()}}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    ap.add_argument("--no-hf", action="store_true", help="skip transformers' DeepseekV2Moe")
+    ap.add_argument("--json", help="also write the numbers to this file")
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, fp32, forward+backward, median ms")
+    rows = []
+    header = f"{'size':6} {'tokens':>6} {'experts':>15} {'dense ms':>9} {'sorted':>8} {'reference':>10} {'transformers':>13}"
+    print(header)
+    for size in args.sizes:
+        r = run(size, not args.no_hf)
+        rows.append(r)
+        hf = f"{r['ratio']['transformers']:12.2f}x" if "transformers" in r["ratio"] else f"{'-':>13}"
+        print(f"{r['size']:6} {r['tokens']:6d} {r['experts']:>15} {r['ms']['dense']:9.1f} "
+              f"{r['ratio']['sorted']:7.2f}x {r['ratio']['reference']:9.2f}x {hf}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

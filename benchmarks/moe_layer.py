@@ -2,8 +2,9 @@
 
 Every row runs its contenders side by side in this one process, on the same input, and reports
 ratios to the dense MLP (width (k + n_shared) x moe_intermediate_size: the FLOPs a token pays in
-the MoE layer). Contenders: mini-MoST's sorted dispatch, its per-expert reference dispatch, and
-(if transformers is installed) transformers' DeepseekV2Moe with the same shape.
+the MoE layer). Contenders: mini-MoST's sorted dispatch (torch._grouped_mm on CPU), the same
+without the grouped matmul (a loop over the sorted slices), its per-expert reference dispatch,
+and (if transformers is installed) transformers' DeepseekV2Moe with the same shape.
 
     python benchmarks/moe_layer.py                 # toy, small, full width (a few minutes on 2 cores)
     python benchmarks/moe_layer.py --sizes toy small --json out.json
@@ -19,6 +20,7 @@ from dataclasses import replace
 
 import torch
 
+from mini_most import model
 from mini_most.model import MLP, MoE, MoSTConfig
 
 SIZES = {  # preset, tokens per batch, repeats
@@ -43,15 +45,18 @@ def hf_moe(cfg: MoSTConfig):
     moe = DeepseekV2Moe(hc)
     for p in moe.parameters():
         torch.nn.init.normal_(p, std=cfg.initializer_range)
-    return lambda x, modality, valid: moe(x)
+    return moe, list(moe.parameters())
 
 
 def time_fwd_bwd(contenders: dict, x, repeats: int) -> dict:
     """Median ms of forward + backward per contender, in interleaved rounds so that a slow
-    spell of the machine hits every contender alike. The first round warms up."""
+    spell of the machine hits every contender alike. The first round warms up. Gradients are
+    set to None before each step, as a training loop's zero_grad() does."""
     times = {name: [] for name in contenders}
     for i in range(repeats + 1):
-        for name, fn in contenders.items():
+        for name, (fn, params) in contenders.items():
+            for p in params:
+                p.grad = None
             xi = x.detach().requires_grad_()
             t = time.perf_counter()
             out = fn(xi)
@@ -73,14 +78,22 @@ def run(size: str, with_hf: bool):
     sorted_moe = MoE(replace(cfg, dispatch="sorted"))
     reference_moe = MoE(replace(cfg, dispatch="reference"))
     reference_moe.load_state_dict(sorted_moe.state_dict())
+    def sorted_loop(x):  # the sorted dispatch without torch._grouped_mm (older torch builds)
+        grouped, model.use_grouped_mm = model.use_grouped_mm, lambda x: False
+        try:
+            return sorted_moe(x, modality, valid, 1)
+        finally:
+            model.use_grouped_mm = grouped
+
     contenders = {
-        "dense": lambda x: dense(x),
-        "sorted": lambda x: sorted_moe(x, modality, valid, 1),
-        "reference": lambda x: reference_moe(x, modality, valid, 1),
+        "dense": (dense, list(dense.parameters())),
+        "sorted": (lambda x: sorted_moe(x, modality, valid, 1), list(sorted_moe.parameters())),
+        "sorted_loop": (sorted_loop, list(sorted_moe.parameters())),
+        "reference": (lambda x: reference_moe(x, modality, valid, 1), list(reference_moe.parameters())),
     }
     hf = hf_moe(cfg) if with_hf else None
     if hf is not None:
-        contenders["transformers"] = lambda x: hf(x, modality, valid)
+        contenders["transformers"] = hf
     ms = time_fwd_bwd(contenders, x, repeats)
     return {"size": size, "tokens": n_tokens, "hidden": cfg.hidden_size,
             "experts": f"{cfg.n_routed_experts}+{cfg.n_shared_experts} top-{cfg.num_experts_per_tok}",
@@ -95,14 +108,15 @@ def main():
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, fp32, forward+backward, median ms")
     rows = []
-    header = f"{'size':6} {'tokens':>6} {'experts':>15} {'dense ms':>9} {'sorted':>8} {'reference':>10} {'transformers':>13}"
+    header = (f"{'size':6} {'tokens':>6} {'experts':>15} {'dense ms':>9} {'sorted':>8} {'sorted_loop':>12} "
+              f"{'reference':>10} {'transformers':>13}")
     print(header)
     for size in args.sizes:
         r = run(size, not args.no_hf)
         rows.append(r)
         hf = f"{r['ratio']['transformers']:12.2f}x" if "transformers" in r["ratio"] else f"{'-':>13}"
-        print(f"{r['size']:6} {r['tokens']:6d} {r['experts']:>15} {r['ms']['dense']:9.1f} "
-              f"{r['ratio']['sorted']:7.2f}x {r['ratio']['reference']:9.2f}x {hf}", flush=True)
+        print(f"{r['size']:6} {r['tokens']:6d} {r['experts']:>15} {r['ms']['dense']:9.1f} {r['ratio']['sorted']:7.2f}x "
+              f"{r['ratio']['sorted_loop']:11.2f}x {r['ratio']['reference']:9.2f}x {hf}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)

@@ -1,5 +1,11 @@
-"""Weights between Hugging Face's DeepSeek-V2 layout and mini-MoST.
+"""Configs and weights between Hugging Face's DeepSeek-V2 / MoST layout and mini-MoST.
 
+Configs: `config_from_dict` reads a MoST or DeepSeek-V2 config.json (as a dict). MoSTConfig
+keeps DeepSeek's field names, so most keys map one to one; MoST's text/audio expert index lists
+become the split n_text_experts / n_audio_experts, and keys for features mini-MoST does not
+implement (query compression, group-limited routing, ...) must hold their neutral value.
+
+Weights:
 mini-MoST keeps transformers' parameter names (model.layers.3.self_attn.kv_b_proj.weight becomes
 layers.3.self_attn.kv_b_proj.weight), so the mapping is one prefix and the routed experts:
 
@@ -16,10 +22,51 @@ attention softmax scale and RoPE/YaRN are computed from the config, not stored.
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 
 import torch
 
 from .model import MoSTConfig
+
+# config.json keys that describe the file, not the model
+IGNORED_KEYS = {"architectures", "auto_map", "model_type", "torch_dtype", "dtype", "transformers_version",
+                "use_cache", "_name_or_path", "output_router_logits"}
+
+
+def config_from_dict(d: dict, **overrides) -> MoSTConfig:
+    """A MoST or DeepSeek-V2 config.json (as a dict) -> MoSTConfig; what we can't model raises.
+    Without MoST's keys (plain DeepSeek-V2) routing is "vanilla", split half-half by index.
+    A dict of MoSTConfig's own fields (dataclasses.asdict) round-trips."""
+    d, names = dict(d), {f.name for f in fields(MoSTConfig)}
+    # keys whose value must be one that mini-MoST implements
+    fixed = {"attention_bias": (False,), "attention_dropout": (0.0,), "hidden_act": ("silu",), "moe_layer_freq": (1,),
+             "n_group": (1, None), "topk_group": (1, None), "topk_method": ("greedy",), "scoring_func": ("softmax",),
+             "seq_aux": (True,), "pretraining_tp": (1,), "tie_word_embeddings": (False,), "q_lora_rank": (None,),
+             "ep_size": (1,), "num_key_value_heads": (d.get("num_attention_heads", 16),), "mlp_bias": (False,)}
+    for key, allowed in fixed.items():
+        if key in d and d.pop(key) not in allowed:
+            raise ValueError(f"config key {key!r} must be {allowed[0]!r}: mini-MoST implements only that "
+                             "(full DeepSeek-V2's query compression and group-limited routing are out of scope)")
+    kw = {k: d.pop(k) for k in list(d) if k in names}
+    kw.setdefault("routing", "modality" if d.pop("use_modality_aware_routing", False) else "vanilla")
+    if "n_text_experts" not in kw and "n_audio_experts" not in kw:
+        n = kw.get("n_routed_experts", MoSTConfig.n_routed_experts)
+        kw["n_text_experts"], kw["n_audio_experts"] = n - n // 2, n // 2
+    if "text_expert_indices" in d or "audio_expert_indices" in d:
+        text, audio = d.pop("text_expert_indices", []), d.pop("audio_expert_indices", [])
+        if list(text) != list(range(len(text))) or list(audio) != list(range(len(text), len(text) + len(audio))):
+            raise ValueError("text_expert_indices must be 0..n_text-1 and audio_expert_indices the next "
+                             f"ids (contiguous, text first); got {text} and {audio}")
+        kw["n_text_experts"], kw["n_audio_experts"] = len(text), len(audio)
+    if "rope_parameters" in d:  # transformers v5 spelling: theta inside the scaling dict
+        rp = dict(d.pop("rope_parameters"))
+        kw["rope_theta"] = rp.pop("rope_theta", kw.get("rope_theta", 10000.0))
+        kw["rope_scaling"] = rp if rp.get("rope_type", rp.get("type")) == "yarn" else None
+    if set(d) - IGNORED_KEYS:
+        raise ValueError(f"unknown config keys {sorted(set(d) - IGNORED_KEYS)}; valid: {sorted(names | set(fixed))}"
+                         " plus use_modality_aware_routing, text_expert_indices, audio_expert_indices")
+    MoSTConfig.check_fields(overrides)
+    return MoSTConfig(**{**kw, **overrides})
 
 _EXPERT = re.compile(r"^(layers\.\d+\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 

@@ -9,11 +9,10 @@ import math
 
 import pytest
 import torch
+import transformers  # a pinned test dependency: a missing one must fail, not skip
 
-from mini_most.convert import load_hf_weights, state_dict_from_hf
+from mini_most.convert import config_from_dict, load_hf_weights, state_dict_from_hf
 from mini_most.model import MLA, MoST, MoSTConfig
-
-transformers = pytest.importorskip("transformers")
 
 TINY = {  # DeepSeek-V2 config.json keys, MoST's structure at a tiny width
     "vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
@@ -50,7 +49,7 @@ def hf_model():
 
 def test_logits_match_transformers_deepseek_v2():
     hf = hf_model()
-    cfg = MoSTConfig.from_dict(TINY, **OURS)
+    cfg = config_from_dict(TINY, **OURS)
     ours = MoST(cfg).eval()
     load_hf_weights(ours, hf.state_dict())
     tokens = torch.randint(0, 512, (2, 320), generator=torch.Generator().manual_seed(1))
@@ -64,7 +63,7 @@ def test_logits_match_transformers_deepseek_v2():
 
 def test_routing_matches_transformers_router():
     hf = hf_model()
-    cfg = MoSTConfig.from_dict(TINY, **OURS)
+    cfg = config_from_dict(TINY, **OURS)
     ours = MoST(cfg).eval()
     load_hf_weights(ours, hf.state_dict())
     x = torch.randn(50, 64)
@@ -107,7 +106,7 @@ def test_per_expert_checkpoint_layout_maps_too():
                 per_expert[f"{base}.{e}.down_proj.weight"] = d
         else:
             per_expert[name] = t
-    cfg = MoSTConfig.from_dict(TINY, **OURS)
+    cfg = config_from_dict(TINY, **OURS)
     a, b = state_dict_from_hf(stacked, cfg), state_dict_from_hf(per_expert, cfg)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -161,7 +161,7 @@ class MoSTConfig:
 
 
 # Presets. Vocabulary of toy/small: bytes 0-255, specials 256-319 (pad 256, bos 257, eos 258; the
-# rest are markers and task prompts named by mini_most.data), audio 320-2367 (2 codebooks x 1024).
+# rest are markers and task prompts that the tokenizer names), audio 320-2367 (2 codebooks x 1024).
 # Parameters (total / active per token, both embedding tables counted):
 #   toy 0.60M / 0.43M   small 5.73M / 2.63M   full 15.71B / 2.66B (2.45B without the input embedding)
 _SMALL_VOCAB = dict(vocab_size=2368, audio_token_start=320, bos_token_id=257, eos_token_id=258, pad_token_id=256)

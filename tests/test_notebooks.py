@@ -1,9 +1,14 @@
 """The committed notebooks: run in order at classroom scale, with outputs, no errors, small."""
 
 import json
+import sys
 from pathlib import Path
 
+import nbformat
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "tools"))
+from run_notebooks import code_hash  # noqa: E402
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -15,7 +20,10 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_notebook_was_run_in_order_at_classroom_scale(path):
     nb = json.loads(path.read_text())
-    assert nb["metadata"].get("mini_most", {}).get("scale") == "classroom", "run `make notebooks` before committing"
+    meta = nb["metadata"].get("mini_most", {})
+    assert meta.get("scale") == "classroom", "run `make notebooks` before committing"
+    assert meta.get("code_sha256") == code_hash(nbformat.read(path, as_version=4)), \
+        "code changed since the outputs were made: run `make notebooks`"
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1)), "cells not run once, top to bottom"
     for c in code:

@@ -1,0 +1,291 @@
+"""Speech <-> discrete codes: one interface, two codecs.
+
+    codec = load_codec()                    # "offline" (default): the mel-RVQ codec this repo ships
+    codec = load_codec("encodec")           # the pretrained 24 kHz neural EnCodec (downloads once)
+    codes = codec.encode(wav)               # wav (B, C, T) float at codec.sample_rate -> (B, K, F) int64
+    wav = codec.decode(codes)               # (B, K, F) -> (B, 1, T')
+
+Both have the API of audiocraft's EnCodec wrapper: `sample_rate`, `frame_rate`, `num_codebooks`,
+`cardinality`. `encode` down-mixes channels and resamples (when told the input's sample rate)
+and says so; it refuses empty audio, NaN/inf, integer PCM without a stated scale and wrong shapes.
+
+The offline codec (`MelRVQCodec`): encoder = log-mel spectrogram (16 kHz, 80 mel bins, hop 320 =
+50 frames/s); quantizer = residual vector quantization with k-means codebooks (K <= 2 codebooks of
+1024 entries: at most 100 tokens per second of speech); decoder = inverse mel filterbank +
+Griffin-Lim phase reconstruction. Nothing is learned but the codebooks, which is why it can't
+collapse the way a small neural codec trained for minutes on a CPU does. Rebuild its codebooks
+with `python -m mini_most.codec train` (about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import soundfile as sf
+import torch
+import torch.nn as nn
+import torchaudio.functional as AF
+import torchaudio.transforms as T
+
+SHIPPED = Path(__file__).resolve().parent.parent / "data_samples" / "codec" / "mel_rvq.safetensors"
+log = logging.getLogger("mini_most.codec")
+
+
+class CodecConversion(UserWarning):
+    """encode() converted its input (down-mix, resample); the message says how."""
+
+
+class Codec(nn.Module):
+    sample_rate: int
+    frame_rate: float
+    num_codebooks: int
+    cardinality: int
+
+    def prepare(self, wav, sample_rate: int | None = None, int_scale: float | None = None) -> torch.Tensor:
+        """Check and convert input audio to (B, 1, T) float32 at self.sample_rate."""
+        if not isinstance(wav, torch.Tensor):
+            wav = torch.as_tensor(wav)
+        if wav.dim() != 3:
+            raise ValueError(f"audio must be (batch, channels, time), got shape {tuple(wav.shape)}; "
+                             "for one mono clip use wav[None, None]")
+        if wav.shape[-1] == 0 or wav.shape[0] == 0 or wav.shape[1] == 0:
+            raise ValueError(f"audio is empty (shape {tuple(wav.shape)}): nothing to encode")
+        if not wav.dtype.is_floating_point:
+            if int_scale is None:
+                raise ValueError(f"audio is integer PCM ({wav.dtype}) and no scale was given: pass "
+                                 "int_scale=32768 for 16-bit PCM, or a float waveform in [-1, 1]")
+            wav = wav.float() / int_scale
+        wav = wav.float()
+        if not torch.isfinite(wav).all():
+            raise ValueError("audio contains NaN or inf samples: clean it before encoding")
+        if wav.shape[1] > 1:
+            warnings.warn(f"down-mixed {wav.shape[1]} channels to mono (their mean)", CodecConversion, stacklevel=3)
+            wav = wav.mean(dim=1, keepdim=True)
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            warnings.warn(f"resampled from {sample_rate} Hz to {self.sample_rate} Hz", CodecConversion, stacklevel=3)
+            wav = AF.resample(wav, sample_rate, self.sample_rate)
+        return wav
+
+    def encode(self, wav, sample_rate: int | None = None, int_scale: float | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.dtype.is_floating_point:
+            raise ValueError(f"codes must be an integer tensor (batch, codebooks, frames), got "
+                             f"{tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__}")
+        if codes.shape[1] > self.num_codebooks or codes.shape[1] == 0:
+            raise ValueError(f"codes have {codes.shape[1]} codebooks; this codec has 1 to {self.num_codebooks}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.cardinality):
+            raise ValueError(f"codes must lie in [0, {self.cardinality}), got {int(codes.min())}..{int(codes.max())}")
+        return codes.long()
+
+    # --- files ---
+    def encode_file(self, path) -> torch.Tensor:
+        """Read any file soundfile reads (wav, flac, ogg) and encode it: (1, K, F)."""
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)        # (T, C)
+        return self.encode(torch.from_numpy(data).T[None], sample_rate=sr)
+
+    def write(self, path, wav: torch.Tensor) -> None:
+        """Write one (1, 1, T) or (1, T) or (T,) waveform as 16-bit PCM at the codec's rate."""
+        sf.write(str(path), wav.detach().reshape(-1).clamp(-1, 1).cpu().numpy(), self.sample_rate, subtype="PCM_16")
+
+
+# ----------------------------------------------------------------------------------------------
+# the offline codec: log-mel -> residual VQ -> inverse mel + Griffin-Lim
+
+
+def rvq_encode(x: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+    """Residual VQ: codebook k quantizes what codebooks 0..k-1 left over. x (N, D) -> (N, K)."""
+    codes, residual = [], x
+    for cb in codebooks:                                             # cb (C, D)
+        idx = torch.cdist(residual, cb).argmin(dim=-1)               # nearest entry, (N,)
+        codes.append(idx)
+        residual = residual - cb[idx]
+    return torch.stack(codes, dim=-1)
+
+
+def rvq_decode(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+    """(N, K) -> (N, D): the sum of the chosen entries."""
+    return sum(codebooks[k][codes[:, k]] for k in range(codes.shape[1]))
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator, progress=None) -> torch.Tensor:
+    """k-means on x (N, D) with k-means++ initialisation (each new centre drawn with probability
+    proportional to its squared distance from the centres so far); empty clusters are re-seeded."""
+    first = x[torch.randint(len(x), (1,), generator=generator)]
+    means, d2 = [first], (x - first).pow(2).sum(-1)
+    for _ in range(k - 1):
+        new = x[torch.multinomial(d2 / d2.sum(), 1, generator=generator)]
+        means.append(new)
+        d2 = torch.minimum(d2, (x - new).pow(2).sum(-1))
+    means = torch.cat(means)
+    for _ in range(iters):
+        assign = torch.cat([torch.cdist(chunk, means).argmin(-1) for chunk in x.split(16384)])
+        counts = torch.bincount(assign, minlength=k)
+        sums = torch.zeros_like(means).index_add_(0, assign, x)
+        empty = counts == 0
+        means = torch.where(empty[:, None], x[torch.randint(len(x), (k,), generator=generator)],
+                            sums / counts.clamp(min=1)[:, None])
+        if progress is not None:
+            progress.update(1)
+    return means
+
+
+class MelRVQCodec(Codec):
+    def __init__(self, codebooks: torch.Tensor, sample_rate=16000, n_fft=1024, hop_length=320, n_mels=80,
+                 griffin_lim_iters=64):
+        super().__init__()
+        if codebooks.dim() != 3 or codebooks.shape[-1] != n_mels:
+            raise ValueError(f"codebooks must be (K, C, {n_mels}), got {tuple(codebooks.shape)}")
+        self.register_buffer("codebooks", codebooks.float())             # (K, C, n_mels), log-mel units
+        self.sample_rate, self.hop_length = sample_rate, hop_length
+        self.frame_rate = sample_rate / hop_length                       # 50 Hz
+        self.num_codebooks, self.cardinality = codebooks.shape[0], codebooks.shape[1]
+        self.config = dict(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                           griffin_lim_iters=griffin_lim_iters)
+        self.mel = T.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, power=1.0)
+        self.inverse_mel = T.InverseMelScale(n_fft // 2 + 1, n_mels, sample_rate)
+        self.griffin_lim = T.GriffinLim(n_fft=n_fft, hop_length=hop_length, power=1.0, n_iter=griffin_lim_iters)
+
+    def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T) -> (B, F, n_mels) with F = T // hop + 1 frames."""
+        return self.mel(wav[:, 0]).clamp(min=1e-5).log().transpose(1, 2)
+
+    @torch.no_grad()
+    def encode(self, wav, sample_rate: int | None = None, int_scale: float | None = None) -> torch.Tensor:
+        feats = self.log_mel(self.prepare(wav, sample_rate, int_scale))     # (B, F, n_mels)
+        B, F, D = feats.shape
+        return rvq_encode(feats.reshape(B * F, D), self.codebooks).view(B, F, -1).transpose(1, 2)  # (B, K, F)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        codes = self.check_codes(codes)
+        B, K, F = codes.shape
+        feats = rvq_decode(codes.transpose(1, 2).reshape(B * F, K), self.codebooks).view(B, F, -1)
+        spec = self.inverse_mel(feats.exp().transpose(1, 2))              # (B, n_fft/2+1, F) magnitudes
+        return self.griffin_lim(spec)[:, None]                            # (B, 1, (F - 1) * hop)
+
+    def save(self, path) -> None:
+        from safetensors.torch import save_file
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_file({"codebooks": self.codebooks.half().contiguous()}, str(path),  # half precision: small files
+                  metadata={"config": json.dumps(self.config)})
+
+    @classmethod
+    def load(cls, path=SHIPPED) -> MelRVQCodec:
+        from safetensors import safe_open
+        if not Path(path).exists():
+            raise FileNotFoundError(f"no codec checkpoint at {path}: rebuild it with "
+                                    "`python -m mini_most.codec train --corpus build/corpus` (see the README)")
+        with safe_open(str(path), "pt") as f:
+            config = json.loads(f.metadata()["config"])
+            return cls(f.get_tensor("codebooks").float(), **config)
+
+    @classmethod
+    def fit(cls, frames: torch.Tensor, num_codebooks=2, cardinality=1024, iters=25, seed=0, **config) -> MelRVQCodec:
+        """k-means codebooks for log-mel frames (N, n_mels), one residual stage at a time."""
+        from tqdm import tqdm
+        g = torch.Generator().manual_seed(seed)
+        books, residual = [], frames
+        with tqdm(total=num_codebooks * iters, desc="k-means") as bar:
+            for k in range(num_codebooks):
+                books.append(kmeans(residual, cardinality, iters, g, bar))
+                residual = residual - books[-1][rvq_encode(residual, books[-1][None])[:, 0]]
+                log.info("codebook %d: residual rms %.4f", k, residual.pow(2).mean().sqrt())
+        return cls(torch.stack(books), **config)
+
+
+# ----------------------------------------------------------------------------------------------
+# the pretrained neural codec: Meta's EnCodec 24 kHz (the `encodec` package, CC-BY-NC 4.0)
+
+
+class EncodecCodec(Codec):
+    """encodec_model_24khz at 1.5 kbps: 2 codebooks x 1024 at 75 Hz. The weights download once
+    (torch hub cache, ~90 MB) the first time; offline, this raises with what to do instead."""
+
+    def __init__(self, bandwidth: float = 1.5):
+        super().__init__()
+        from encodec import EncodecModel
+        try:
+            self.model = EncodecModel.encodec_model_24khz(pretrained=True)
+        except OSError as e:  # urllib's URLError and socket errors are OSErrors
+            raise RuntimeError(f"could not download EnCodec's pretrained weights ({e}). Go online once (they are "
+                               "cached by torch.hub), or use load_codec('offline'), which ships with the repo") from e
+        self.model.set_target_bandwidth(bandwidth)
+        self.model.eval()
+        self.sample_rate, self.frame_rate = self.model.sample_rate, self.model.frame_rate   # 24000, 75
+        self.num_codebooks = self.model.quantizer.get_num_quantizers_for_bandwidth(self.model.frame_rate, bandwidth)
+        self.cardinality = self.model.quantizer.bins
+
+    @torch.no_grad()
+    def encode(self, wav, sample_rate: int | None = None, int_scale: float | None = None) -> torch.Tensor:
+        frames = self.model.encode(self.prepare(wav, sample_rate, int_scale))
+        return torch.cat([codes for codes, _ in frames], dim=-1)          # EnCodec's list of frames, joined
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.model.decode([(self.check_codes(codes), None)])
+
+
+def load_codec(source: str = "offline", **kwargs) -> Codec:
+    """source="offline" (default): the shipped mel-RVQ codec; "encodec": the pretrained EnCodec."""
+    if source == "offline":
+        return MelRVQCodec.load(**kwargs)
+    if source == "encodec":
+        return EncodecCodec(**kwargs)
+    raise ValueError(f"unknown codec source {source!r}: use 'offline' or 'encodec'")
+
+
+# ----------------------------------------------------------------------------------------------
+# python -m mini_most.codec train
+
+
+def corpus_frames(corpus: Path, max_frames: int, codec: MelRVQCodec, seed: int = 0) -> torch.Tensor:
+    """Log-mel frames of the corpus's train split, shuffled, at most max_frames."""
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    items = [it for it in manifest["utterances"] if it["split"] == "train"]
+    g = torch.Generator().manual_seed(seed)
+    frames, n = [], 0
+    for i in torch.randperm(len(items), generator=g).tolist():
+        wav, sr = sf.read(str(corpus / items[i]["path"]), dtype="float32")
+        frames.append(codec.log_mel(torch.from_numpy(wav)[None, None])[0])
+        n += len(frames[-1])
+        if n >= max_frames:
+            break
+    return torch.cat(frames)[:max_frames]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m mini_most.codec", description="mini-MoST's offline codec")
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="fit the mel-RVQ codebooks on a corpus built by `python -m mini_most.data build`")
+    t.add_argument("--corpus", type=Path, default=Path("build/corpus"))
+    t.add_argument("--out", type=Path, default=SHIPPED)
+    t.add_argument("--codebooks", type=int, default=2)
+    t.add_argument("--cardinality", type=int, default=1024)
+    t.add_argument("--frames", type=int, default=90_000, help="log-mel frames to fit on (50 per second)")
+    t.add_argument("--iters", type=int, default=25)
+    t.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(args.out.with_suffix(".log"), mode="w")])
+    start = time.perf_counter()
+    probe = MelRVQCodec(torch.zeros(1, 1, 80))
+    frames = corpus_frames(args.corpus, args.frames, probe, args.seed)
+    log.info("fitting %d x %d codebooks on %d frames from %s", args.codebooks, args.cardinality, len(frames), args.corpus)
+    codec = MelRVQCodec.fit(frames, args.codebooks, args.cardinality, args.iters, args.seed)
+    codec.save(args.out)
+    log.info("saved %s (%d bytes) in %.0f s", args.out, args.out.stat().st_size, time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The codec interface: shapes, conversions, checkpoints, bad input, and guards against collapse."""
+
+import urllib.error
+import warnings
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from mini_most import codec as codec_module
+from mini_most.codec import SHIPPED, CodecConversion, EncodecCodec, MelRVQCodec, load_codec, rvq_encode
+
+DATA = Path(__file__).parent.parent / "data_samples"
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return load_codec()  # the shipped offline codec
+
+
+def held_out(n=None):
+    """Shipped held-out speech: corpus validation/test clips and MoST's own reference clips."""
+    paths = sorted((DATA / "corpus" / "wav").glob("*.wav")) + sorted((DATA / "reference").glob("*.wav"))
+    return [torch.from_numpy(sf.read(str(p), dtype="float32")[0])[None, None] for p in paths[:n]]
+
+
+def test_shipped_codec_shape_and_budget(codec):
+    assert (codec.sample_rate, codec.frame_rate, codec.num_codebooks, codec.cardinality) == (16000, 50.0, 2, 1024)
+    assert codec.frame_rate * codec.num_codebooks <= 100      # at most 100 tokens per second of speech
+    assert codec.num_codebooks * codec.cardinality <= 2398    # fits the full preset's free ids
+    assert SHIPPED.stat().st_size < 2**20
+
+
+def test_encode_decode_shapes_and_round_trip_length(codec):
+    wav = torch.randn(3, 1, 16000) * 0.1                      # 1 s
+    codes = codec.encode(wav)
+    assert codes.shape == (3, 2, 51) and codes.dtype == torch.int64   # T // hop + 1 frames
+    assert 0 <= codes.min() and codes.max() < 1024
+    out = codec.decode(codes)
+    assert out.shape == (3, 1, 50 * 320) and torch.isfinite(out).all()
+    assert abs(out.shape[-1] - wav.shape[-1]) < codec.hop_length
+    assert codec.decode(codes[:, :1]).shape == out.shape       # the first codebook alone decodes too
+
+
+def test_resampling_and_down_mixing_are_done_and_said(codec):
+    t = torch.arange(44100) / 44100
+    left, right = torch.sin(2 * torch.pi * 220 * t), torch.sin(2 * torch.pi * 330 * t)
+    stereo = torch.stack([left, right])[None] * 0.3            # (1, 2, 44100) at 44.1 kHz
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        codes = codec.encode(stereo, sample_rate=44100)
+    said = [str(w.message) for w in caught if issubclass(w.category, CodecConversion)]
+    assert any("down-mixed 2 channels" in s for s in said) and any("from 44100 Hz to 16000 Hz" in s for s in said)
+    import torchaudio.functional as AF
+    mono16k = AF.resample(stereo.mean(1, keepdim=True), 44100, 16000)
+    assert torch.equal(codes, codec.encode(mono16k))
+    assert codes.shape[-1] == 16000 // 320 + 1
+
+
+def test_files_round_trip(codec, tmp_path):
+    wav = held_out(1)[0]
+    sf.write(tmp_path / "in.wav", (wav[0, 0].numpy() * 32767).astype("int16"), 16000, subtype="PCM_16")
+    codes = codec.encode_file(tmp_path / "in.wav")
+    assert codes.shape[:2] == (1, 2)
+    codec.write(tmp_path / "out.wav", codec.decode(codes))
+    out, sr = sf.read(tmp_path / "out.wav")
+    assert sr == 16000 and abs(len(out) - wav.shape[-1]) < 320
+
+
+def test_checkpoint_save_load(codec, tmp_path):
+    codec.save(tmp_path / "c.safetensors")
+    again = MelRVQCodec.load(tmp_path / "c.safetensors")
+    wav = held_out(1)[0]
+    assert torch.equal(again.encode(wav), codec.encode(wav))
+    with pytest.raises(FileNotFoundError, match="python -m mini_most.codec train"):
+        MelRVQCodec.load(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("wav, words", [
+    (torch.zeros(16000), "\\(batch, channels, time\\)"),
+    (torch.zeros(1, 16000), "\\(batch, channels, time\\)"),
+    (torch.zeros(1, 1, 0), "empty"),
+    (torch.full((1, 1, 100), float("nan")), "NaN or inf"),
+    (torch.tensor([[[0.0, float("inf")]]]), "NaN or inf"),
+    (torch.zeros(1, 1, 100, dtype=torch.int16), "int_scale=32768"),
+])
+def test_bad_audio_raises_clear_error(codec, wav, words):
+    with pytest.raises(ValueError, match=words):
+        codec.encode(wav)
+
+
+def test_integer_pcm_with_a_stated_scale(codec):
+    wav = held_out(1)[0]
+    pcm = (wav * 32768).round().clamp(-32768, 32767).to(torch.int16)
+    assert torch.equal(codec.encode(pcm, int_scale=32768), codec.encode(pcm.float() / 32768))
+
+
+@pytest.mark.parametrize("codes, words", [
+    (torch.zeros(2, 51, dtype=torch.long), "\\(batch, codebooks, frames\\)"),
+    (torch.zeros(1, 2, 5), "integer tensor"),
+    (torch.zeros(1, 3, 5, dtype=torch.long), "3 codebooks"),
+    (torch.full((1, 2, 5), 1024), "\\[0, 1024\\)"),
+])
+def test_bad_codes_raise_clear_error(codec, codes, words):
+    with pytest.raises(ValueError, match=words):
+        codec.decode(codes)
+
+
+def test_unknown_source_raises():
+    with pytest.raises(ValueError, match="'offline' or 'encodec'"):
+        load_codec("hubert")
+
+
+# --- collapse guards, on held-out speech --------------------------------------------------------
+
+def test_codebooks_are_used_on_held_out_speech(codec):
+    codes = torch.cat([codec.encode(w)[0] for w in held_out()], dim=-1)   # (K, F) over all clips
+    assert codes.shape[-1] > 1500                                          # > 30 s of held-out speech
+    for k in range(codec.num_codebooks):
+        counts = torch.bincount(codes[k], minlength=codec.cardinality).float()
+        p = counts / counts.sum()
+        perplexity = torch.exp(-(p[p > 0] * p[p > 0].log()).sum())
+        assert (counts > 0).sum() >= 300, f"codebook {k} uses only {(counts > 0).sum()} codes"
+        assert perplexity >= 150, f"codebook {k} perplexity {perplexity:.0f}"
+
+
+def test_reconstruction_error_falls_with_each_codebook(codec):
+    feats = torch.cat([codec.log_mel(w)[0] for w in held_out()])           # (F, 80)
+    errs = []
+    for k in range(codec.num_codebooks + 1):
+        quantized = torch.zeros_like(feats) if k == 0 else \
+            codec_module.rvq_decode(rvq_encode(feats, codec.codebooks[:k]), codec.codebooks[:k])
+        errs.append((feats - quantized).pow(2).mean().item())
+    assert errs[0] > errs[1] > errs[2], errs
+    assert errs[2] < 0.8 * errs[1]
+
+
+def test_kmeans_finds_planted_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(8, 4, generator=g) * 10
+    x = centres.repeat(50, 1) + 0.01 * torch.randn(400, 4, generator=g)
+    means = codec_module.kmeans(x, 8, 10, g)
+    assert torch.cdist(centres, means).min(dim=1).values.max() < 0.1
+
+
+# --- the pretrained EnCodec path, faked only at the network boundary ----------------------------
+
+def test_encodec_offline_says_what_to_do(monkeypatch):
+    def no_network(url, **kw):
+        raise urllib.error.URLError("no network here")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    with pytest.raises(RuntimeError, match="load_codec\\('offline'\\)"):
+        load_codec("encodec")
+
+
+def test_encodec_path_works_with_weights_from_the_hub(monkeypatch):
+    from encodec import EncodecModel
+    torch.manual_seed(0)
+    random_weights = EncodecModel.encodec_model_24khz(pretrained=False).state_dict()
+    asked = []
+
+    def fake_hub(url, **kw):  # what the network would return: a state dict
+        asked.append(url)
+        return random_weights
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_hub)
+    enc = load_codec("encodec")
+    assert isinstance(enc, EncodecCodec) and asked and asked[0].endswith("encodec_24khz-d7cc33bc.th")
+    assert (enc.sample_rate, enc.frame_rate, enc.num_codebooks, enc.cardinality) == (24000, 75, 2, 1024)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CodecConversion)
+        codes = enc.encode(torch.randn(2, 1, 16000) * 0.1, sample_rate=16000)   # 1 s, resampled to 24 kHz
+    assert codes.shape == (2, 2, 75) and codes.dtype == torch.int64
+    assert enc.decode(codes).shape == (2, 1, 24000)

@@ -1,0 +1,69 @@
+"""The corpus builder, on a handful of sentences (espeak-ng must be installed in CI)."""
+
+import json
+import os
+
+import pytest
+import soundfile as sf
+
+from mini_most import data
+
+needs_espeak = pytest.mark.skipif(
+    not data.espeak_available() and os.environ.get("CI") != "true",
+    reason="espeak-ng is not installed (apt-get install espeak-ng); CI installs it and runs this")
+
+
+def test_grammar_is_small_and_reproducible():
+    import random
+    a = [data.sentence(random.Random(3)) for _ in range(5)]
+    assert a == [data.sentence(random.Random(3)) for _ in range(5)]
+    vocab = set(data.vocabulary())
+    assert 60 <= len(vocab) <= 150
+    rng = random.Random(0)
+    for _ in range(500):
+        s = data.sentence(rng)
+        assert "{" not in s and set(s.split()) <= vocab, s
+
+
+def test_splits_are_by_sentence_and_near_their_shares():
+    import random
+    rng = random.Random(1)
+    sentences = {data.sentence(rng) for _ in range(20000)}
+    splits = [data.split_of(s) for s in sentences]
+    assert all(data.split_of(s) == data.split_of(s) for s in list(sentences)[:50])  # a pure function
+    for name, share in data.SPLITS.items():
+        assert abs(splits.count(name) / len(splits) - share) < 0.02
+
+
+@needs_espeak
+def test_build_a_handful(tmp_path):
+    m = data.build(tmp_path, utterances=12, text_only=30, seed=0, progress=False)
+    assert sum(s["utterances"] for s in m["splits"].values()) == 12
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk["splits"] == m["splits"] and len(on_disk["utterances"]) == 12
+    seen = {}
+    for it in m["utterances"]:
+        wav, sr = sf.read(tmp_path / it["path"])
+        assert sr == 16000 and wav.ndim == 1
+        assert abs(len(wav) / sr - it["seconds"]) < 1e-3 and 0.5 < it["seconds"] < 10
+        assert abs(wav).max() > 0.05  # speech, not silence
+        assert it["split"] == data.split_of(it["text"])
+        seen.setdefault(it["text"], set()).add(it["split"])
+    assert all(len(s) == 1 for s in seen.values())
+    text_only = (tmp_path / "text_only.txt").read_text().split("\n")[:-1]
+    assert len(text_only) == 30 and all(data.split_of(s) == "train" for s in text_only)
+    # same seed, same corpus
+    m2 = data.build(tmp_path / "again", utterances=12, text_only=30, seed=0, progress=False)
+    strip = lambda m: [{k: v for k, v in it.items() if k != "path"} for it in m["utterances"]]  # noqa: E731
+    assert strip(m2) == strip(m)
+    # the listening subset copies held-out utterances only, with the corpus summary
+    samples = data.export_samples(tmp_path, tmp_path / "samples", per_split=2)
+    assert samples["utterances"] and all(it["split"] != "train" for it in samples["utterances"])
+    assert all((tmp_path / "samples" / it["path"]).exists() for it in samples["utterances"])
+    assert samples["corpus"]["splits"] == m["splits"]
+
+
+def test_missing_espeak_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(data.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="apt-get install espeak-ng"):
+        data.speak("hello", "en-us", 160, 50)

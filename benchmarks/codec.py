@@ -1,7 +1,7 @@
 """Quality and speed of the offline codec on held-out speech, with 1 and with 2 codebooks.
 
     python -m mini_most.data build --out build/corpus      # the corpus (once)
-    python benchmarks/codec.py --corpus build/corpus       # ~5 minutes on 2 cores
+    python benchmarks/codec.py --corpus build/corpus       # all 287 test utterances, ~4 minutes on 2 cores
 
 For test-split utterances (sentences never seen when fitting the codebooks) it measures, for the
 original audio and its round trips through the codec:
@@ -22,22 +22,11 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-import torchaudio.transforms as T
 
-from mini_most.codec import SHIPPED, MelRVQCodec
+from mini_most.codec import SHIPPED, MelRVQCodec, multiscale_mel_distance
 from mini_most.judge import SphinxJudge, wer
 
 OUT = Path(__file__).resolve().parent.parent / "data_samples" / "codec" / "quality.json"
-
-
-def multiscale_mel_distance(a: torch.Tensor, b: torch.Tensor, sr: int = 16000) -> float:
-    n = min(a.shape[-1], b.shape[-1])
-    a, b = a.reshape(-1)[:n], b.reshape(-1)[:n]
-    dists = []
-    for n_fft, n_mels in ((512, 64), (1024, 80), (2048, 128)):
-        mel = T.MelSpectrogram(sr, n_fft=n_fft, hop_length=n_fft // 4, n_mels=n_mels)
-        dists.append((mel(a).clamp(min=1e-5).log() - mel(b).clamp(min=1e-5).log()).abs().mean().item())
-    return sum(dists) / len(dists)
 
 
 def usage(codes: torch.Tensor, cardinality: int) -> dict:
@@ -50,7 +39,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=Path("build/corpus"))
     ap.add_argument("--checkpoint", type=Path, default=SHIPPED)
-    ap.add_argument("--utterances", type=int, default=60)
+    ap.add_argument("--utterances", type=int, default=300, help="test utterances to use, at most")
     ap.add_argument("--json", type=Path, default=OUT)
     args = ap.parse_args()
     manifest = json.loads((args.corpus / "manifest.json").read_text())

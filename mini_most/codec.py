@@ -45,6 +45,8 @@ class Codec(nn.Module):
     frame_rate: float
     num_codebooks: int
     cardinality: int
+    min_samples: int = 1
+    min_frames: int = 1
 
     def prepare(self, wav, sample_rate: int | None = None, int_scale: float | None = None) -> torch.Tensor:
         """Check and convert input audio to (B, 1, T) float32 at self.sample_rate."""
@@ -59,6 +61,7 @@ class Codec(nn.Module):
             if int_scale is None:
                 raise ValueError(f"audio is integer PCM ({wav.dtype}) and no scale was given: pass "
                                  "int_scale=32768 for 16-bit PCM, or a float waveform in [-1, 1]")
+            warnings.warn(f"converted {wav.dtype} PCM to float by dividing by {int_scale}", CodecConversion, stacklevel=3)
             wav = wav.float() / int_scale
         wav = wav.float()
         if not torch.isfinite(wav).all():
@@ -69,6 +72,9 @@ class Codec(nn.Module):
         if sample_rate is not None and sample_rate != self.sample_rate:
             warnings.warn(f"resampled from {sample_rate} Hz to {self.sample_rate} Hz", CodecConversion, stacklevel=3)
             wav = AF.resample(wav, sample_rate, self.sample_rate)
+        if wav.shape[-1] < self.min_samples:
+            raise ValueError(f"audio is too short: {wav.shape[-1]} samples at {self.sample_rate} Hz; "
+                             f"the codec needs at least {self.min_samples}")
         return wav
 
     def encode(self, wav, sample_rate: int | None = None, int_scale: float | None = None) -> torch.Tensor:
@@ -83,7 +89,9 @@ class Codec(nn.Module):
                              f"{tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__}")
         if codes.shape[1] > self.num_codebooks or codes.shape[1] == 0:
             raise ValueError(f"codes have {codes.shape[1]} codebooks; this codec has 1 to {self.num_codebooks}")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= self.cardinality):
+        if codes.shape[-1] < self.min_frames or codes.shape[0] == 0:
+            raise ValueError(f"codes have {codes.shape[-1]} frames; this codec decodes at least {self.min_frames}")
+        if codes.min() < 0 or codes.max() >= self.cardinality:
             raise ValueError(f"codes must lie in [0, {self.cardinality}), got {int(codes.min())}..{int(codes.max())}")
         return codes.long()
 
@@ -94,7 +102,9 @@ class Codec(nn.Module):
         return self.encode(torch.from_numpy(data).T[None], sample_rate=sr)
 
     def write(self, path, wav: torch.Tensor) -> None:
-        """Write one (1, 1, T) or (1, T) or (T,) waveform as 16-bit PCM at the codec's rate."""
+        """Write one mono waveform, (1, 1, T), (1, T) or (T,), as 16-bit PCM at the codec's rate."""
+        if wav.dim() > 1 and wav.shape[:-1].numel() != 1:
+            raise ValueError(f"write takes one mono clip, got shape {tuple(wav.shape)}; write a batch clip by clip")
         sf.write(str(path), wav.detach().reshape(-1).clamp(-1, 1).cpu().numpy(), self.sample_rate, subtype="PCM_16")
 
 
@@ -151,13 +161,17 @@ class MelRVQCodec(Codec):
         self.num_codebooks, self.cardinality = codebooks.shape[0], codebooks.shape[1]
         self.config = dict(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
                            griffin_lim_iters=griffin_lim_iters)
+        self.min_frames = n_fft // hop_length + 1          # Griffin-Lim needs a few frames: 4 (80 ms)
+        self.min_samples = self.min_frames * hop_length
         self.mel = T.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, power=1.0)
         self.inverse_mel = T.InverseMelScale(n_fft // 2 + 1, n_mels, sample_rate)
-        self.griffin_lim = T.GriffinLim(n_fft=n_fft, hop_length=hop_length, power=1.0, n_iter=griffin_lim_iters)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
-        """(B, 1, T) -> (B, F, n_mels) with F = T // hop + 1 frames."""
-        return self.mel(wav[:, 0]).clamp(min=1e-5).log().transpose(1, 2)
+        """(B, 1, T) -> (B, F, n_mels): one frame per hop (F = T // hop), each centred on its hop's
+        first sample (the STFT's extra last frame is dropped, so a second is exactly 50 frames)."""
+        frames = wav.shape[-1] // self.hop_length
+        return self.mel(wav[:, 0]).clamp(min=1e-5).log().transpose(1, 2)[:, :frames]
 
     @torch.no_grad()
     def encode(self, wav, sample_rate: int | None = None, int_scale: float | None = None) -> torch.Tensor:
@@ -171,7 +185,17 @@ class MelRVQCodec(Codec):
         B, K, F = codes.shape
         feats = rvq_decode(codes.transpose(1, 2).reshape(B * F, K), self.codebooks).view(B, F, -1)
         spec = self.inverse_mel(feats.exp().transpose(1, 2))              # (B, n_fft/2+1, F) magnitudes
-        return self.griffin_lim(spec)[:, None]                            # (B, 1, (F - 1) * hop)
+        # F centred frames span (F - 1) hops; repeat the last so the output is F whole hops long
+        spec = torch.cat([spec, spec[..., -1:]], dim=-1)
+        clips = []
+        for one in spec:  # clip by clip, each from the same seeded random phase: same codes, same audio
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                clips.append(AF.griffinlim(one, self.window, self.config["n_fft"], self.hop_length, self.config["n_fft"],
+                                           power=1.0, n_iter=self.config["griffin_lim_iters"], momentum=0.99,
+                                           length=F * self.hop_length, rand_init=True))
+        wav = torch.stack(clips)
+        return wav[:, None]                                               # (B, 1, F * hop)
 
     def save(self, path) -> None:
         from safetensors.torch import save_file
@@ -201,6 +225,17 @@ class MelRVQCodec(Codec):
                 residual = residual - books[-1][rvq_encode(residual, books[-1][None])[:, 0]]
                 log.info("codebook %d: residual rms %.4f", k, residual.pow(2).mean().sqrt())
         return cls(torch.stack(books), **config)
+
+
+def multiscale_mel_distance(a: torch.Tensor, b: torch.Tensor, sample_rate: int = 16000) -> float:
+    """Mean |log-mel difference| of two waveforms at FFT sizes 512, 1024 and 2048 (trimmed to the shorter)."""
+    n = min(a.shape[-1], b.shape[-1])
+    a, b = a.reshape(-1)[:n], b.reshape(-1)[:n]
+    dists = []
+    for n_fft, n_mels in ((512, 64), (1024, 80), (2048, 128)):
+        mel = T.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=n_fft // 4, n_mels=n_mels)
+        dists.append((mel(a).clamp(min=1e-5).log() - mel(b).clamp(min=1e-5).log()).abs().mean().item())
+    return sum(dists) / len(dists)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,15 +311,27 @@ def main(argv=None):
     t.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(args.out.with_suffix(".log"), mode="w")])
+    handlers = [logging.StreamHandler(), logging.FileHandler(args.out.with_suffix(".log"), mode="w")]
+    for h in handlers:  # to the screen and to a log file beside the checkpoint
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(h)
+    log.setLevel(logging.INFO)
+    try:
+        train(args)
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+
+
+def train(args) -> None:
     start = time.perf_counter()
     probe = MelRVQCodec(torch.zeros(1, 1, 80))
     frames = corpus_frames(args.corpus, args.frames, probe, args.seed)
-    log.info("fitting %d x %d codebooks on %d frames from %s", args.codebooks, args.cardinality, len(frames), args.corpus)
+    log.info("fitting %d x %d codebooks on %d frames of %s", args.codebooks, args.cardinality, len(frames), args.corpus.name)
     codec = MelRVQCodec.fit(frames, args.codebooks, args.cardinality, args.iters, args.seed)
     codec.save(args.out)
-    log.info("saved %s (%d bytes) in %.0f s", args.out, args.out.stat().st_size, time.perf_counter() - start)
+    log.info("saved %s (%d bytes) in %.0f s", args.out.name, args.out.stat().st_size, time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The speech-text corpus: sentences from a small grammar, spoken by eSpeak NG.
 
-    python -m mini_most.data build --out build/corpus                # ~6,000 utterances, ~2 minutes
+    python -m mini_most.data build --out build/corpus                # 6,000 utterances, ~3 minutes
     python -m mini_most.data build --out /tmp/c --utterances 12 --text-only 50
 
 Every sentence comes from the grammar below (written for mini-MoST, Apache-2.0), so the vocabulary
@@ -31,6 +31,7 @@ import torch
 import torchaudio.functional as AF
 
 SAMPLE_RATE = 16_000
+GAIN = 0.9
 
 # --- the grammar: few choices per slot keep the vocabulary small and the task learnable ---
 WORDS = {
@@ -88,6 +89,13 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
+def espeak_version() -> str:
+    """The version line of the installed espeak-ng (audio differs between versions)."""
+    if not espeak_available():
+        return "not installed"
+    return subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.split("Data at")[0].strip()
+
+
 def speak(text: str, voice: str, speed: int, pitch: int) -> torch.Tensor:
     """espeak-ng's speech for `text`, as a 16 kHz mono float waveform (T,) in [-1, 1]."""
     if not espeak_available():
@@ -96,7 +104,8 @@ def speak(text: str, voice: str, speed: int, pitch: int) -> torch.Tensor:
     wav_bytes = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
                                check=True, capture_output=True).stdout
     wav, sr = sf.read(io.BytesIO(wav_bytes), dtype="float32")
-    return AF.resample(torch.from_numpy(wav), sr, SAMPLE_RATE)
+    # resampling overshoots espeak's full-scale peaks a little (up to 1.014): leave headroom
+    return GAIN * AF.resample(torch.from_numpy(wav), sr, SAMPLE_RATE)
 
 
 def build(out: Path, utterances: int, text_only: int, seed: int = 0, progress: bool = True) -> dict:
@@ -125,7 +134,8 @@ def build(out: Path, utterances: int, text_only: int, seed: int = 0, progress: b
             texts.append(s)
     (out / "text_only.txt").write_text("\n".join(texts) + "\n")
     manifest = {
-        "sample_rate": SAMPLE_RATE, "seed": seed, "seconds_to_build": round(time.perf_counter() - start, 1),
+        "sample_rate": SAMPLE_RATE, "seed": seed, "espeak_ng": espeak_version(), "gain": GAIN,
+        "seconds_to_build": round(time.perf_counter() - start, 1),
         "splits": {s: {"utterances": sum(it["split"] == s for it in items),
                        "sentences": len({it["text"] for it in items if it["split"] == s}),
                        "hours": round(sum(it["seconds"] for it in items if it["split"] == s) / 3600, 4)}

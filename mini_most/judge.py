@@ -3,8 +3,10 @@
 MoST reports TTS quality as the WER an ASR system gets on generated speech; mini-MoST does the
 same with CMU PocketSphinx (PyPI `pocketsphinx`, which ships its English acoustic model and
 dictionary). Its generic language model does badly on espeak-ng speech, so the judge builds a
-bigram model from the corpus's training sentences, and pads each clip with 0.5 s of faint noise
-at both ends (espeak's digital silence confuses the recogniser). Use the same judge for the
+bigram model from the corpus's training sentences. It also pads each clip with 0.5 s at both
+ends and adds faint noise (std 0.001) to the whole clip: espeak's digital silence, at the ends
+and between words, confuses the recogniser, and a codec's output has none, so without the noise
+the judge would favour the round trip over the original. Use the same judge for the
 original and the round-tripped audio: only the difference means something.
 """
 
@@ -60,12 +62,14 @@ class SphinxJudge:
         self.decoder = Decoder(hmm=os.path.join(model, "en-us", "en-us"), lm=self._lm.name,
                                dict=os.path.join(model, "en-us", "cmudict-en-us.dict"), samprate=16000,
                                logfn=os.devnull)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
 
     def transcribe(self, wav: torch.Tensor) -> str:
+        """The recogniser's text for one 16 kHz mono clip (same clip, same text: the noise is seeded)."""
         wav = wav.reshape(-1).float()
-        pad = 0.001 * torch.randn(8000, generator=self.generator)          # 0.5 s of faint noise
-        pcm = (torch.cat([pad, wav, pad]).clamp(-1, 1) * 32767).to(torch.int16).numpy().tobytes()
+        padded = torch.cat([wav.new_zeros(8000), wav, wav.new_zeros(8000)])   # 0.5 s each side
+        padded = padded + 0.001 * torch.randn(len(padded), generator=torch.Generator().manual_seed(self.seed))
+        pcm = (padded.clamp(-1, 1) * 32767).to(torch.int16).numpy().tobytes()
         self.decoder.start_utt()
         self.decoder.process_raw(pcm, full_utt=True)
         self.decoder.end_utt()

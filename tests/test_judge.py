@@ -47,5 +47,5 @@ def test_judge_transcribes_held_out_speech():
         wav = torch.from_numpy(sf.read(str(SAMPLES / it["path"]), dtype="float32")[0])
         refs.append(it["text"])
         hyps.append(judge.transcribe(wav))
-    assert wer(refs, hyps) < 0.6, list(zip(refs, hyps))[:5]
-    assert judge.transcribe(torch.zeros(16000)) in ("", "the")  # silence: (almost) nothing
+    assert wer(refs, hyps) < 0.3, list(zip(refs, hyps))[:5]   # 0.19 measured
+    assert judge.transcribe(torch.zeros(16000)) == ""  # silence: nothing

@@ -75,8 +75,8 @@ def sentence(rng: random.Random) -> str:
 
 
 def vocabulary() -> list[str]:
-    words = {w for ws in WORDS.values() for w in ws} | {w.strip("{}") for t in TEMPLATES for w in t.split() if "{" not in w}
-    return sorted(words)
+    fixed_words = {w for t in TEMPLATES for w in t.split() if "{" not in w}  # "the", "went", ...
+    return sorted({w for ws in WORDS.values() for w in ws} | fixed_words)
 
 
 def split_of(text: str) -> str:

@@ -253,6 +253,13 @@ class EncodecCodec(Codec):
     """encodec_model_24khz at 1.5 kbps: 2 codebooks x 1024 at 75 Hz. The weights download once
     (torch hub cache, ~90 MB) the first time; offline, this raises with what to do instead."""
 
+    CHECKPOINT = "encodec_24khz-d7cc33bc.th"
+
+    @classmethod
+    def is_cached(cls) -> bool:
+        """Whether the pretrained weights are already in the torch hub cache (then no network is needed)."""
+        return (Path(torch.hub.get_dir()) / "checkpoints" / cls.CHECKPOINT).exists()
+
     def __init__(self, bandwidth: float = 1.5):
         super().__init__()
         from encodec import EncodecModel

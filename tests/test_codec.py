@@ -182,6 +182,7 @@ CHECKPOINT = "encodec_24khz-d7cc33bc.th"
 
 def test_encodec_offline_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
+    assert not EncodecCodec.is_cached()
     asked = []
 
     def no_network(url, dst, *args, **kw):  # the download itself: the network boundary
@@ -200,6 +201,7 @@ def test_encodec_path_reads_the_hub_cache(monkeypatch, tmp_path):
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     torch.save(EncodecModel.encodec_model_24khz(pretrained=False).state_dict(), tmp_path / "hub" / "checkpoints" / CHECKPOINT)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert EncodecCodec.is_cached() and EncodecCodec.CHECKPOINT == CHECKPOINT
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("tried to download"))
     enc = load_codec("encodec")
     assert isinstance(enc, EncodecCodec)

@@ -70,6 +70,17 @@ def test_build_a_handful(tmp_path):
     assert samples["utterances"] and all(it["split"] != "train" for it in samples["utterances"])
     assert all((tmp_path / "samples" / it["path"]).exists() for it in samples["utterances"])
     assert samples["corpus"]["splits"] == m["splits"]
+    # the encode step: codes equal the codec's, texts and splits kept, loadable offline
+    shipped = codec.load_codec()
+    data.main(["encode", "--corpus", str(tmp_path), "--out", str(tmp_path / "tok")])
+    meta = json.loads((tmp_path / "tok" / "utterances.json").read_text())
+    loaded = data.load_corpus(tmp_path / "tok")
+    assert [u.text for u in loaded.utterances] == [it["text"] for it in m["utterances"]]
+    assert [u.split for u in loaded.utterances] == [it["split"] for it in m["utterances"]]
+    for u, it in zip(loaded.utterances, m["utterances"]):
+        assert u.codes.equal(shipped.encode_file(tmp_path / it["path"])[0])
+    assert loaded.text_only == text_only and loaded.codec["frame_rate"] == 50
+    assert meta["corpus"]["splits"] == m["splits"] and len(meta["rows"]) == 12
 
 
 def test_missing_espeak_says_how_to_install(monkeypatch):

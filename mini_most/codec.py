@@ -182,6 +182,8 @@ class MelRVQCodec(Codec):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, K, F) are the FIRST K codebooks (residual VQ refines in order, so any prefix
+        decodes; codebook 1 alone does not) -> (B, 1, F * hop)."""
         codes = self.check_codes(codes)
         B, K, F = codes.shape
         feats = rvq_decode(codes.transpose(1, 2).reshape(B * F, K), self.codebooks).view(B, F, -1)

@@ -28,10 +28,12 @@ import argparse
 import hashlib
 import io
 import json
+import math
 import random
 import shutil
 import subprocess
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +219,8 @@ def encode_corpus(corpus: Path, out: Path, codec=None, progress: bool = True) ->
     from .codec import load_codec
     corpus, out = Path(corpus), Path(out)
     codec = codec or load_codec()
+    if codec.cardinality > 2**15:
+        raise ValueError(f"codes up to {codec.cardinality - 1} do not fit the int16 storage: widen it first")
     manifest = json.loads((corpus / "manifest.json").read_text())
     codes, offsets, rows = [], [0], []
     for it in tqdm(manifest["utterances"], desc="encoding", disable=not progress):
@@ -244,6 +248,8 @@ def load_corpus(path: Path = SHIPPED_CORPUS) -> Corpus:
     if not (path / "codes.safetensors").exists():
         raise FileNotFoundError(f"no pre-tokenized corpus in {path} (codes.safetensors missing): rebuild it with "
                                 "`python -m mini_most.data build --out build/corpus && python -m mini_most.data encode`")
+    if not (path / "utterances.json").exists():
+        raise FileNotFoundError(f"{path} has codes but no utterances.json: re-run `python -m mini_most.data encode`")
     with safe_open(str(path / "codes.safetensors"), "pt") as f:
         codes, offsets = f.get_tensor("codes").long(), f.get_tensor("offsets").tolist()
         codec = json.loads(f.metadata()["codec"])
@@ -297,13 +303,16 @@ class Tokenizer:
     vocabulary has bytes at 0-255 and room for the markers below the audio range (toy, small); with
     DeepSeek-V2-Lite weights use DeepSeek's own BPE tokenizer instead."""
 
-    def __init__(self, config, codebooks: int = 1, marker_start: int = 259):
+    def __init__(self, config, codebooks: int = 1, marker_start: int | None = None):
         self.config = config
         if not 1 <= codebooks <= config.audio_codebooks:
             raise ValueError(f"codebooks={codebooks}: the config has room for 1 to {config.audio_codebooks}")
         self.codebooks, self.cardinality = codebooks, config.audio_cardinality
         self.audio_start, self.audio_end = config.audio_token_start, config.audio_token_end
         self.pad, self.bos, self.eos = config.pad_token_id, config.bos_token_id, config.eos_token_id
+        bpe = config.vocab_size > 65536  # a BPE vocabulary (full: DeepSeek's), not the byte layout
+        if marker_start is None:  # toy/small: 259, after pad/bos/eos; full: the free ids after the audio range
+            marker_start = config.audio_token_end if bpe else 259
         self.marker = {name: marker_start + i for i, name in enumerate(MARKERS)}
         specials = {self.pad, self.bos, self.eos}
         for name, i in self.marker.items():
@@ -316,6 +325,10 @@ class Tokenizer:
             if 0 <= i < 256:
                 raise ValueError(f"{name} is id {i}, a text byte: this tokenizer needs bytes 0-255 free of specials")
         self.boa, self.eoa = self.marker["<boa>"], self.marker["<eoa>"]
+        if bpe:
+            warnings.warn(f"vocab_size={config.vocab_size}: text bytes 0-255 are BPE tokens of this vocabulary; fine for "
+                          "training from scratch, wrong with pretrained (DeepSeek-V2-Lite) weights, which need DeepSeek's "
+                          "own tokenizer", stacklevel=2)
 
     def tokens_per_second(self, frame_rate: float = 50.0) -> float:
         return frame_rate * self.codebooks
@@ -324,12 +337,21 @@ class Tokenizer:
     def encode_text(self, text: str) -> list[int]:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        return list(text.encode("utf-8"))
+        try:
+            return list(text.encode("utf-8"))
+        except UnicodeEncodeError as e:  # a lone surrogate, e.g. from a bad decode upstream: not text
+            raise ValueError(f"text is not valid Unicode ({e.reason} at position {e.start}): "
+                             "fix the string, e.g. text.encode('utf-8', 'replace').decode()") from e
 
     def decode_text(self, ids, skip_special: bool = False) -> str:
         """Bytes back to text. Non-byte ids raise, or are dropped with skip_special=True; an invalid
         UTF-8 sequence (a model can generate one) becomes U+FFFD, the replacement character."""
-        ids = [int(i) for i in ids]
+        ids = torch.as_tensor(ids).reshape(-1)
+        if ids.numel() == 0:
+            return ""
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+            raise ValueError(f"ids must be integers, got {ids.dtype}")
+        ids = ids.tolist()
         bad = [i for i in ids if not 0 <= i < 256]
         if bad and not skip_special:
             raise ValueError(f"ids {bad[:5]} are not text bytes (0-255): pass skip_special=True to drop them")
@@ -338,7 +360,8 @@ class Tokenizer:
     # --- audio ---
     def encode_audio(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (K, F) -> audio ids (F * codebooks,), frame by frame; uses the first `codebooks` rows."""
-        if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or codes.dtype.is_floating_point:
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or codes.dtype.is_floating_point \
+                or codes.dtype == torch.bool:
             raise ValueError("codes must be an integer tensor (codebooks, frames), got "
                              f"{tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__}")
         if codes.shape[0] < self.codebooks or codes.shape[1] == 0:
@@ -432,6 +455,9 @@ class Tokenizer:
 
     def speech_lm(self, codes: torch.Tensor, prompt_frames: int = 0, text: str = "") -> Example:
         """<bos> <speech> <boa> speech[:p] | speech[p:] <eoa> <eos>   (audio continuation; p=0: plain speech LM)"""
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 2:
+            raise ValueError("codes must be an integer tensor (codebooks, frames), got "
+                             f"{tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__}")
         if not 0 <= prompt_frames < codes.shape[-1]:
             raise ValueError(f"prompt_frames={prompt_frames}: must leave at least one of the {codes.shape[-1]} frames to continue")
         head = [self.encode_audio(codes[:, :prompt_frames])] if prompt_frames else []
@@ -442,15 +468,23 @@ class Tokenizer:
 def task_stream(corpus: Corpus, tokenizer: Tokenizer, mix: dict | None = None, split: str = "train",
                 seed: int = 0) -> Iterator[Example]:
     """An endless stream of examples: each draws its task by `mix` (default MoST's stage 1: ASR 0.4,
-    TTS 0.4, text LM 0.2), then an utterance of `split` (or, for text LM, a text-only sentence) at random."""
+    TTS 0.4, text LM 0.2), then an utterance of `split` (or, for text LM, a text-only sentence) at random.
+    Speech-LM draws train on whole utterances (prompt_frames=0), which also teaches continuation;
+    a continuation prompt is for evaluation: tokenizer.speech_lm(codes, prompt_frames=p)."""
     mix = dict(STAGE1_MIX if mix is None else mix)
-    unknown = set(mix) - set(TASKS)
-    if unknown or not mix or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
-        raise ValueError(f"bad task mix {mix}: weights >= 0 (not all 0) for tasks among {TASKS}")
+    ok = bool(mix) and not set(mix) - set(TASKS)
+    ok = ok and all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0 for w in mix.values())
+    if not ok or sum(mix.values()) <= 0:
+        raise ValueError(f"bad task mix {mix}: give finite weights >= 0 (not all 0) for tasks among {TASKS}")
     utts = corpus.split(split)
     texts = corpus.text_only if split == "train" else [u.text for u in utts]
     if not utts:
         raise ValueError(f"the corpus has no {split} utterances")
+    if mix.get("text", 0) > 0 and not texts:
+        raise ValueError("the mix asks for text LM but the corpus has no text-only sentences: give it some, or set mix['text']=0")
+    if corpus.codec.get("cardinality") != tokenizer.cardinality or corpus.codec.get("num_codebooks", 0) < tokenizer.codebooks:
+        raise ValueError(f"the corpus's codec ({corpus.codec}) does not match the tokenizer ({tokenizer.codebooks} codebooks "
+                         f"of {tokenizer.cardinality}): re-encode the corpus or build the tokenizer to match")
     rng = random.Random(seed)
     tasks, weights = list(mix), list(mix.values())
     while True:
@@ -487,9 +521,9 @@ def collate(examples: list[Example], pad_id: int, max_len: int | None = None) ->
     if not examples:
         raise ValueError("collate needs at least one example")
     longest = max(len(e) for e in examples)
-    if max_len is not None and longest > max_len:
-        raise ValueError(f"an example has {longest} tokens, more than max_len={max_len} (the model's "
-                         "max_position_embeddings): drop long utterances or raise the limit")
+    if max_len is not None and longest - 1 > max_len:  # the model sees ids[:-1]
+        raise ValueError(f"an example has {longest} tokens, so {longest - 1} inputs, more than max_len={max_len} "
+                         "(the model's max_position_embeddings): drop long utterances or raise the limit")
     B, T = len(examples), longest - 1
     tokens = torch.full((B, T), pad_id, dtype=torch.long)
     targets = torch.full((B, T), IGNORE, dtype=torch.long)
@@ -505,6 +539,8 @@ def collate(examples: list[Example], pad_id: int, max_len: int | None = None) ->
 def prompts(examples: list[Example], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad the prompts for batched generation: (tokens, attention_mask), both (B, P); the
     last column is every prompt's last token, so new ids line up."""
+    if not examples:
+        raise ValueError("prompts needs at least one example")
     P = max(e.prompt_len for e in examples)
     tokens = torch.full((len(examples), P), pad_id, dtype=torch.long)
     attn = torch.zeros((len(examples), P), dtype=torch.long)

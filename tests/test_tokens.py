@@ -1,13 +1,28 @@
 """Tokenizer, task formats, loss masks, batching and the shipped pre-tokenized corpus."""
 
 import itertools
+import json
 import random
 
 import pytest
 import torch
 
 from mini_most import MoST, MoSTConfig, set_seed
-from mini_most.data import IGNORE, MARKERS, STAGE1_MIX, TASKS, Tokenizer, batches, collate, load_corpus, prompts, task_stream, vocabulary
+from mini_most.data import (
+    IGNORE,
+    MARKERS,
+    SHIPPED_CORPUS,
+    STAGE1_MIX,
+    TASKS,
+    Corpus,
+    Tokenizer,
+    batches,
+    collate,
+    load_corpus,
+    prompts,
+    task_stream,
+    vocabulary,
+)
 
 CFG = MoSTConfig.preset("toy")
 
@@ -54,6 +69,24 @@ def test_marker_and_special_ids_are_distinct_and_in_the_text_range():
     assert (CFG.token_modality(torch.tensor(ids)) == 0).all()
 
 
+def test_bad_text_inputs():
+    tok = Tokenizer(CFG)
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        tok.encode_text("a\udc80b")                       # a lone surrogate
+    with pytest.raises(ValueError, match="must be integers"):
+        tok.decode_text([1.7, 104])
+    with pytest.raises(ValueError, match="must be integers"):
+        tok.decode_text(torch.tensor([True, False]))
+
+
+def test_full_vocabulary_warns_about_bpe_ids():
+    full = MoSTConfig.preset("full")
+    with pytest.warns(UserWarning, match="DeepSeek's own tokenizer"):
+        tok = Tokenizer(full, codebooks=2)
+    # markers take the free ids after the audio range, as in the README's vocabulary table
+    assert tok.marker["<boa>"] == full.audio_token_end == 102050 and max(tok.marker.values()) < full.vocab_size
+
+
 def test_bad_tokenizer_settings():
     with pytest.raises(ValueError, match="codebooks=3"):
         Tokenizer(CFG, codebooks=3)
@@ -63,6 +96,8 @@ def test_bad_tokenizer_settings():
         Tokenizer(CFG, marker_start=250)
     with pytest.raises(ValueError, match="pad/bos/eos"):
         Tokenizer(CFG, marker_start=255 + 1)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        Tokenizer(MoSTConfig.preset("toy", vocab_size=2400), marker_start=2396)
 
 
 # --- audio ---
@@ -84,6 +119,10 @@ def test_bad_audio_inputs_say_what_is_wrong():
     tok = Tokenizer(CFG, codebooks=2)
     with pytest.raises(ValueError, match="integer tensor"):
         tok.encode_audio(torch.rand(2, 5))
+    with pytest.raises(ValueError, match="integer tensor"):
+        tok.encode_audio(torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="integer tensor"):
+        tok.speech_lm([[1, 2, 3]])
     with pytest.raises(ValueError, match="at least 2 codebooks"):
         tok.encode_audio(codes()[:1])
     with pytest.raises(ValueError, match=r"lie in \[0, 1024\)"):
@@ -170,21 +209,51 @@ def test_collate_pads_right_and_shifts_targets():
         assert torch.equal(b.targets[i, :n][trained[:n]], e.ids[1:][e.loss_mask[1:]])
     with pytest.raises(ValueError, match="more than max_len=10"):
         collate(ex, tok.pad, max_len=10)
+    assert collate(ex, tok.pad, max_len=T).tokens.shape[1] == T          # T inputs fit a limit of T
+    with pytest.raises(ValueError, match=f"more than max_len={T - 1}"):
+        collate(ex, tok.pad, max_len=T - 1)
+    with pytest.raises(ValueError, match="at least one example"):
+        prompts([], tok.pad)
     with pytest.raises(ValueError, match="at least one example"):
         collate([], tok.pad)
 
 
-def test_padding_does_not_change_the_loss_of_a_row():
+def test_batch_loss_is_the_token_weighted_mean_of_row_losses():
+    # padding and prompts contribute nothing: the batch loss is each row's loss weighted by its targets
     set_seed(0)
     tok = Tokenizer(CFG)
     model = MoST(CFG).eval()
-    short, long = tok.asr(codes(4), "ab"), tok.text_lm("a much longer sentence than the other")
-    alone = collate([short], tok.pad)
-    both = collate([short, long], tok.pad)
+    ex = [tok.asr(codes(4), "ab"), tok.text_lm("a much longer sentence than the other"), tok.tts("x", codes(6))]
     with torch.no_grad():
-        l1 = model(alone.tokens, alone.modality, attention_mask=alone.attention_mask).logits[0]
-        l2 = model(both.tokens, both.modality, attention_mask=both.attention_mask).logits[0, : l1.shape[0]]
-    torch.testing.assert_close(l1, l2, atol=1e-5, rtol=1e-5)
+        b = collate(ex, tok.pad)
+        batch_loss = model(b.tokens, b.modality, targets=b.targets, attention_mask=b.attention_mask).loss
+        total, n = 0.0, 0
+        for e in ex:
+            r = collate([e], tok.pad)
+            k = int((r.targets != IGNORE).sum())
+            total += model(r.tokens, r.modality, targets=r.targets).loss.item() * k
+            n += k
+    assert n == sum(int(e.loss_mask[1:].sum()) for e in ex)
+    assert abs(batch_loss.item() - total / n) < 1e-5
+
+
+def test_left_padded_prompts_generate_as_if_alone():
+    # left padding is where the attention mask matters: a padded batch must continue each prompt
+    # exactly as that prompt alone
+    set_seed(1)
+    tok = Tokenizer(CFG)
+    model = MoST(CFG).eval()
+    ex = [tok.asr(codes(3), "ab"), tok.tts("hello there", codes(2)), tok.asr(codes(12), "c")]
+    p, a = prompts(ex, tok.pad)
+    assert (a == 0).any()
+    with torch.no_grad():
+        batched = model.generate(p, 6, attention_mask=a, stop_at_eos=False)
+        for i, e in enumerate(ex):
+            alone = model.generate(e.ids[None, : e.prompt_len], 6, stop_at_eos=False)
+            assert torch.equal(batched[i], alone[0]), i
+        # and the mask is what makes it so: without it, the padded rows change
+        unmasked = model.generate(p, 6, stop_at_eos=False)
+    assert not torch.equal(unmasked, batched)
 
 
 def test_prompts_are_left_padded_and_end_together():
@@ -234,8 +303,17 @@ def test_shipped_corpus_loads_with_valid_codes(corpus):
         corpus.split("dev")
 
 
-def test_missing_corpus_says_how_to_rebuild(tmp_path):
+def test_missing_or_inconsistent_corpus_says_how_to_rebuild(tmp_path):
+    import shutil
     with pytest.raises(FileNotFoundError, match="python -m mini_most.data build"):
+        load_corpus(tmp_path)
+    shutil.copyfile(SHIPPED_CORPUS / "codes.safetensors", tmp_path / "codes.safetensors")
+    with pytest.raises(FileNotFoundError, match="no utterances.json"):
+        load_corpus(tmp_path)
+    meta = json.loads((SHIPPED_CORPUS / "utterances.json").read_text())
+    meta["rows"] = meta["rows"][:-1]
+    (tmp_path / "utterances.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="re-run the encode step"):
         load_corpus(tmp_path)
 
 
@@ -252,9 +330,19 @@ def test_task_stream_follows_the_mix_and_the_seed(corpus):
     assert all(e.text in held for e in ex)
     only_speech = next(task_stream(corpus, tok, mix={"speech": 1.0}))
     assert only_speech.task == "speech"
-    for bad in ({"asr": -1, "tts": 2}, {"translate": 1.0}, {"asr": 0.0}):
+    for bad in ({"asr": -1, "tts": 2}, {"translate": 1.0}, {"asr": 0.0}, {"asr": float("nan")}, {"asr": "0.4"}, {}):
         with pytest.raises(ValueError, match="bad task mix"):
             next(task_stream(corpus, tok, mix=bad))
+    other = list(itertools.islice(task_stream(corpus, tok, seed=4), 50))
+    assert not all(torch.equal(a.ids, b.ids) for a, b in zip(ex, other))
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        next(task_stream(corpus, tok, split="dev"))
+    no_text = Corpus(corpus.utterances[:10], [], corpus.codec, corpus.info)
+    with pytest.raises(ValueError, match="no text-only sentences"):
+        next(task_stream(no_text, tok))
+    assert next(task_stream(no_text, tok, mix={"asr": 1.0})).task == "asr"
+    with pytest.raises(ValueError, match="the corpus's codec"):
+        next(task_stream(Corpus(corpus.utterances, corpus.text_only, dict(corpus.codec, cardinality=512), corpus.info), tok))
 
 
 def test_a_mixed_batch_trains(corpus):

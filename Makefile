@@ -2,6 +2,7 @@
 #   make notebooks   the main job: execute every notebook in order at classroom scale, in place
 #   make test        every test at smoke scale: ruff, pytest, and the notebooks under nbval
 #   make lab         JupyterLab on the notebooks
+#   make student     output-free copies of the notebooks for a class, in build/student (solutions stay out)
 #   make bench       benchmarks/moe_layer.py
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -9,7 +10,7 @@ BIN    := $(VENV)/bin
 # the stamp is remade (a reinstall) only when the pins change
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup notebooks test lab bench clean
+.PHONY: setup notebooks test lab student bench clean
 
 setup: $(STAMP)
 
@@ -32,6 +33,9 @@ test: setup
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
+
+student: setup
+	$(BIN)/python tools/student.py --out build/student
 
 bench: setup  # rewrites the committed results; the full-width row needs ~13 GB of RAM and ~8 minutes
 	$(BIN)/python benchmarks/moe_layer.py --json benchmarks/moe_layer_cpu.json | tee benchmarks/moe_layer_cpu.txt

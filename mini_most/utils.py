@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import torch
 
 SCALES = ("smoke", "classroom")
+# the repository's offline data; notebooks find it from here, so copies of them run anywhere
+DATA_SAMPLES = Path(__file__).resolve().parent.parent / "data_samples"
 
 
 def scale() -> str:

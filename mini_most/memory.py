@@ -11,7 +11,8 @@ Counted exactly from the parameter count (the model is built on the meta device:
 - training with AdamW in mixed precision: bf16 weights (2) + bf16 gradients (2) + fp32 master
   weights (4) + fp32 first and second moments (4 + 4) = 16 bytes per parameter;
 - per GPU: fully sharded over `gpus` (FSDP/ZeRO-3 splits weights, gradients and optimizer state
-  evenly; the KV cache splits by sequence).
+  evenly); the KV cache splits by sequence only (MLA's latent is shared by all heads, so a head
+  split would not divide it): each GPU holds ceil(batch / gpus) sequences' cache.
 Not counted: activations (they depend on batch, sequence and activation checkpointing), the
 temporary all-gathered layer under FSDP, and the framework's own workspace. Say so when you
 quote these numbers.
@@ -66,8 +67,9 @@ def memory_estimate(config: MoSTConfig, context: int = 4096, batch: int = 1, gpu
     weights, grads = n["total"] * bf16, n["total"] * bf16
     optimizer = n["total"] * (TRAIN_BYTES_PER_PARAM - 2 * bf16)
     kv = per_token * context * batch
+    kv_per_gpu = per_token * context * -(-batch // gpus)
     training = weights + grads + optimizer
     return MemoryEstimate(
         params=n["total"], active_params=n["active"], weights=weights, kv_cache=kv,
         kv_cache_mha=per_token_mha * context * batch, inference=weights + kv, grads=grads, optimizer=optimizer,
-        training=training, gpus=gpus, inference_per_gpu=-(-(weights + kv) // gpus), training_per_gpu=-(-training // gpus))
+        training=training, gpus=gpus, inference_per_gpu=-(-weights // gpus) + kv_per_gpu, training_per_gpu=-(-training // gpus))

@@ -12,7 +12,11 @@ def test_full_matches_the_figures_quoted_in_the_issues():
     assert m.params == 15_706_484_224 and m.active_params == 2_661_150_208
     assert abs((m.weights + m.grads) / GiB - 58.5) < 0.05          # bf16 weights + grads
     assert abs(m.training / GiB - 234.0) < 0.1 and TRAIN_BYTES_PER_PARAM == 16
-    assert m.training_per_gpu == -(-m.training // 8)
+    assert abs(m.training_per_gpu / GiB - 234.04 / 8) < 0.01
+    # one sequence's cache cannot be split: each of the 8 GPUs holds all of it
+    assert m.inference_per_gpu == -(-m.weights // 8) + m.kv_cache
+    eight = memory_estimate(MoSTConfig.preset("full"), context=4096, batch=8, gpus=8)
+    assert eight.inference_per_gpu == m.inference_per_gpu and eight.kv_cache == 8 * m.kv_cache
     # MLA cache: 27 layers x 576 values x 2 bytes x 4096 tokens; plain MHA: 5,120 values
     assert m.kv_cache == 27 * 576 * 2 * 4096 and m.kv_cache_mha == 27 * 5120 * 2 * 4096
     assert m.inference == m.weights + m.kv_cache

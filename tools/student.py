@@ -4,7 +4,8 @@
 
 Each copy keeps every cell but no outputs, execution counts or run metadata, so students run
 them themselves; the solutions in notebooks/solutions/ are not copied. The copies find the data
-through `mini_most.DATA_SAMPLES`, so they run from any folder while mini_most is installed.
+through `mini_most.DATA_SAMPLES` (the repository's data_samples/), so they run from any folder
+with mini_most installed from the checkout (`pip install -e .`, as `make` does).
 """
 
 from __future__ import annotations

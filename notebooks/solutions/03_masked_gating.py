@@ -52,6 +52,16 @@ def sigmoid_gate(logits, allowed, k):
 ids_s, w_s = sigmoid_gate(logits, allowed, k)
 mod_of = (torch.arange(E) >= cfg.n_text_experts).long()
 assert (mod_of[ids_s] == modality[:, None]).all() and torch.allclose(w_s.sum(-1), torch.ones(len(modality)))
-only_allowed = logits.masked_fill(~allowed, float("-inf")).sigmoid()           # "mask before": sigmoid(-inf) = 0
-assert torch.equal(only_allowed, logits.sigmoid() * allowed)
+def sigmoid_gate_mask_first(logits, allowed, k):                 # mask the logits, then score
+    scores = logits.masked_fill(~allowed, float("-inf")).sigmoid()             # sigmoid(-inf) = 0
+    w, ids = scores.masked_fill(~allowed, -1.0).topk(k, dim=-1)
+    return ids, w / w.sum(-1, keepdim=True)
+
+
+ids_first, w_first = sigmoid_gate_mask_first(logits, allowed, k)
+assert torch.equal(ids_first, ids_s) and torch.allclose(w_first, w_s)
+# unlike the softmax, where masking first changes every weight (notebook 03, section 2)
+soft_after = (logits.softmax(-1) * allowed).masked_fill(~allowed, -1.0).topk(k, dim=-1).values
+soft_first = logits.masked_fill(~allowed, float("-inf")).softmax(-1).topk(k, dim=-1).values
+assert not torch.allclose(soft_after, soft_first)
 print("3. sigmoid gate: stays in-group, weights sum to 1, and mask-before equals mask-after")

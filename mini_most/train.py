@@ -1,0 +1,314 @@
+"""One training loop for notebooks and the command line.
+
+    from mini_most.train import TrainConfig, Trainer
+    trainer = Trainer(MoST(MoSTConfig.preset("small")), load_corpus(), TrainConfig(steps=600))
+    trainer.train()                       # AdamW, warmup + cosine, clipping, loss + aux_loss, task mix
+    trainer.save("runs/small.safetensors")
+    trainer = Trainer.load("runs/small.safetensors", load_corpus())   # resumes exactly where it stopped
+
+    python -m mini_most.train --preset toy --steps 200 --out runs/toy.safetensors
+    python -m mini_most.train --resume runs/toy.safetensors --steps 400
+
+Batches come from `task_stream` (MoST's stage-1 mix by default) through `batches`, both seeded, so
+a run is a function of its seed (and of the weights it starts from: seed them with set_seed before
+building the model). Dropout draws from the trainer's own RNG. A checkpoint holds the weights
+(fp32), AdamW's state, that RNG and the step; on resume the data stream is rebuilt from the seed and
+advanced to that step, so an interrupted run gives the same losses as an uninterrupted one (tested).
+Weights alone, in half precision for shipping, go through save_weights / load_weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .data import IGNORE, STAGE1_MIX, Corpus, Tokenizer, batches, load_corpus, task_stream
+from .model import MoST, MoSTConfig
+from .utils import set_seed
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000                   # optimizer steps in all (train() may stop earlier)
+    batch_size: int = 32                # sequences per step
+    lr: float = 2e-3                    # peak learning rate
+    min_lr_ratio: float = 0.1           # the cosine ends at lr * min_lr_ratio
+    warmup_steps: int = 50              # linear warmup from lr / warmup_steps
+    weight_decay: float = 0.1           # on matrices and embeddings, not on norms
+    betas: tuple = (0.9, 0.95)
+    grad_clip: float = 1.0              # max global gradient norm; 0 turns clipping off
+    mix: dict = field(default_factory=lambda: dict(STAGE1_MIX))   # task weights (MoST's stage 1)
+    codebooks: int = 1                  # codec codebooks per audio frame (see data.Tokenizer)
+    eval_every: int = 200               # validation every N steps (0: only when asked)
+    eval_batches: int = 4               # fixed validation batches
+    seed: int = 0                       # data order and dropout (seed the weights: set_seed before MoST(...))
+    precision: str = "auto"             # "bf16" autocast, "fp32", or "auto": bf16 where the CPU/GPU runs it
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        bad = [f for f in ("steps", "batch_size", "warmup_steps", "eval_batches") if int(getattr(self, f)) < 1]
+        if bad or self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.eval_every < 0 or self.grad_clip < 0:
+            raise ValueError(f"TrainConfig: need steps, batch_size, warmup_steps, eval_batches >= 1 (bad: {bad}), "
+                             f"lr > 0, 0 <= min_lr_ratio <= 1, eval_every >= 0, grad_clip >= 0; got {self}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: choose one of {PRECISIONS}")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine to the floor."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@functools.cache
+def bf16_works(device_type: str) -> bool:
+    """Whether bf16 autocast runs a matmul on this device type (old CPUs and builds may not)."""
+    try:
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            x = torch.randn(4, 4, device=device_type)
+            return torch.isfinite(x @ x).all().item()
+    except (RuntimeError, AssertionError):
+        return False
+
+
+def split_losses(logits, targets, config: MoSTConfig) -> dict:
+    """Summed cross-entropy and counts of the targets, split by what is predicted (text or audio ids)."""
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
+    trained = targets.flatten() != IGNORE
+    audio = config.token_modality(targets.flatten()).bool() & trained
+    text = trained & ~audio
+    return {"text_sum": ce[text].sum().item(), "text_n": int(text.sum()),
+            "audio_sum": ce[audio].sum().item(), "audio_n": int(audio.sum())}
+
+
+class Trainer:
+    def __init__(self, model: MoST, corpus: Corpus, config: TrainConfig | None = None, tokenizer: Tokenizer | None = None):
+        self.model, self.corpus = model, corpus
+        self.config = config or TrainConfig()
+        self.tok = tokenizer or Tokenizer(model.config, codebooks=self.config.codebooks)
+        self.device = next(model.parameters()).device
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]             # norms
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.config.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}],
+                                     lr=self.config.lr, betas=self.config.betas)
+        self.step = 0
+        self.history: list[dict] = []       # one row per step: loss, aux, lr, grad norm, tokens, seconds
+        self.evals: list[dict] = []         # one row per validation
+        self._stream = None
+        self._val = None
+        # the trainer's own dropout stream, swapped in for its steps only, so two trainers (or a notebook's
+        # other cells) never draw from each other's randomness; saved and restored with checkpoints
+        self._rng = torch.Generator().manual_seed(self.config.seed).get_state()
+        self._cuda_rng = None
+        self.autocast = self.config.precision == "bf16" or (self.config.precision == "auto" and bf16_works(self.device.type))
+        if self.config.precision == "bf16" and not bf16_works(self.device.type):
+            raise ValueError(f"bf16 autocast does not run on this {self.device.type}: use precision='fp32' or 'auto'")
+
+    # --- data ---
+    def _batches(self, split: str, seed: int):
+        return batches(task_stream(self.corpus, self.tok, self.config.mix, split, seed), self.config.batch_size,
+                       self.tok.pad, seed=seed, max_len=self.model.config.max_position_embeddings)
+
+    def _next_batch(self):
+        if self._stream is None:  # (re)build the seeded stream and advance it to this step: exact resume
+            self._stream = self._batches("train", self.config.seed)
+            for _ in range(self.step):
+                next(self._stream)
+        return next(self._stream).to(self.device)
+
+    def _forward(self, b):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self.model(b.tokens, b.modality, targets=b.targets, attention_mask=b.attention_mask)
+
+    # --- training ---
+    def train(self, steps: int | None = None, progress: bool = True) -> list[dict]:
+        """Run until `steps` more optimizer steps are done (default: up to config.steps)."""
+        from tqdm import tqdm
+        end = self.config.steps if steps is None else self.step + steps
+        if steps is not None and steps < 0:
+            raise ValueError(f"steps={steps} must be >= 0")
+        self.model.train()
+        bar = tqdm(total=end - self.step, desc="training", disable=not progress)
+        while self.step < end:
+            t0 = time.perf_counter()
+            lr = lr_at(self.step, self.config)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            b = self._next_batch()
+            out = self._step_with_own_rng(b)
+            clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            if not torch.isfinite(norm):
+                raise FloatingPointError(f"step {self.step}: gradient norm is {norm.item()}; lower lr "
+                                         f"(now {lr:.2e}) or use precision='fp32'")
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.step += 1
+            self.history.append({"step": self.step, "loss": out.loss.item(), "aux_loss": out.aux_loss.item(), "lr": lr,
+                                 "grad_norm": norm.item(), "tokens": int(b.attention_mask.sum()),
+                                 "seconds": time.perf_counter() - t0})
+            bar.update(1)
+            bar.set_postfix(loss=f"{out.loss.item():.3f}")
+            if self.config.eval_every and self.step % self.config.eval_every == 0:
+                self.evaluate()
+        bar.close()
+        return self.history
+
+    def _step_with_own_rng(self, b):
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            torch.set_rng_state(self._rng)
+            if cuda:
+                if self._cuda_rng is None:
+                    torch.cuda.manual_seed(self.config.seed)
+                else:
+                    torch.cuda.set_rng_state(self._cuda_rng, self.device)
+            out = self._forward(b)
+            (out.loss + out.aux_loss).backward()
+            self._rng = torch.get_rng_state()
+            self._cuda_rng = torch.cuda.get_rng_state(self.device) if cuda else None
+        return out
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Validation loss on fixed batches of the validation split (same task mix), overall and
+        split by target modality (text ids, audio ids)."""
+        if self._val is None:
+            stream = self._batches("validation", seed=10_000 + self.config.seed)
+            self._val = [next(stream) for _ in range(self.config.eval_batches)]
+        was_training = self.model.training
+        self.model.eval()
+        sums = {"text_sum": 0.0, "text_n": 0, "audio_sum": 0.0, "audio_n": 0}
+        for b in self._val:
+            b = b.to(self.device)
+            for k, v in split_losses(self._forward(b).logits, b.targets, self.model.config).items():
+                sums[k] += v
+        self.model.train(was_training)
+        n = sums["text_n"] + sums["audio_n"]
+        row = {"step": self.step, "loss": (sums["text_sum"] + sums["audio_sum"]) / n,
+               "text_loss": sums["text_sum"] / max(1, sums["text_n"]) if sums["text_n"] else float("nan"),
+               "audio_loss": sums["audio_sum"] / max(1, sums["audio_n"]) if sums["audio_n"] else float("nan")}
+        self.evals.append(row)
+        return row
+
+    # --- checkpoints ---
+    def save(self, path) -> Path:
+        """Weights (fp32), AdamW state, the dropout RNG and the step, in one safetensors file."""
+        from safetensors.torch import save_file
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v.detach().float().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        for group in self.opt.param_groups:
+            for p in group["params"]:
+                state = self.opt.state.get(p, {})
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in state:
+                        tensors[f"optim.{names[id(p)]}.{key}"] = state[key].contiguous().cpu()
+        optim_step = {names[id(p)]: float(s["step"]) for p, s in self.opt.state.items() if "step" in s}
+        tensors["rng.torch"] = self._rng
+        if self._cuda_rng is not None:
+            tensors["rng.cuda"] = self._cuda_rng.cpu()
+        meta = {"model_config": json.dumps(asdict(self.model.config)), "train_config": json.dumps(asdict(self.config)),
+                "step": str(self.step), "optim_step": json.dumps(optim_step),
+                "history": json.dumps(self.history), "evals": json.dumps(self.evals), "format": "mini_most.train/1"}
+        save_file(tensors, str(path), metadata=meta)
+        return path
+
+    @classmethod
+    def load(cls, path, corpus: Corpus, **overrides) -> Trainer:
+        """Rebuild the model, optimizer and RNG from a checkpoint; overrides change TrainConfig fields
+        (e.g. steps=... to train longer; changing the seed, mix or batch size breaks exact resume)."""
+        from safetensors import safe_open
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "mini_most.train/1":
+                raise ValueError(f"{path} is not a mini_most.train checkpoint (no 'format' in its metadata); "
+                                 "weights-only files load with load_weights()")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        model = MoST(MoSTConfig(**json.loads(meta["model_config"])))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        trainer = cls(model, corpus, TrainConfig(**{**json.loads(meta["train_config"]), **overrides}))
+        optim_step = json.loads(meta["optim_step"])
+        for n, p in model.named_parameters():
+            if n in optim_step:
+                trainer.opt.state[p] = {"step": torch.tensor(optim_step[n]), "exp_avg": tensors[f"optim.{n}.exp_avg"],
+                                        "exp_avg_sq": tensors[f"optim.{n}.exp_avg_sq"]}
+        trainer._rng = tensors["rng.torch"]
+        trainer._cuda_rng = tensors.get("rng.cuda")
+        trainer.step = int(meta["step"])
+        trainer.history, trainer.evals = json.loads(meta["history"]), json.loads(meta["evals"])
+        return trainer
+
+
+def save_weights(model: MoST, path, dtype=torch.float16) -> Path:
+    """Weights only, in half precision by default (small files to ship), with the model's config."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().to(dtype).contiguous().cpu() for k, v in model.state_dict().items()}, str(path),
+              metadata={"model_config": json.dumps(asdict(model.config)), "format": "mini_most.weights/1"})
+    return path
+
+
+def load_weights(path, **config_overrides) -> MoST:
+    """A model from save_weights' file (fp32 in memory). Overrides change config fields that keep
+    the parameter shapes, e.g. routing="vanilla" <-> "modality" or dropout."""
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != "mini_most.weights/1":
+            raise ValueError(f"{path} is not a mini_most weights file; training checkpoints load with Trainer.load()")
+        state = {k: f.get_tensor(k).float() for k in f.keys()}
+    model = MoST(MoSTConfig(**{**json.loads(meta["model_config"]), **config_overrides}))
+    model.load_state_dict(state)
+    return model
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m mini_most.train", description="train a preset on the shipped corpus")
+    ap.add_argument("--preset", default="toy")
+    ap.add_argument("--routing", default=None, help="modality | vanilla | dense (default: the preset's)")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--mix", type=json.loads, default=None, help='e.g. \'{"asr": 0.5, "tts": 0.5}\'')
+    ap.add_argument("--precision", choices=PRECISIONS, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="checkpoint to write at the end")
+    ap.add_argument("--resume", type=Path, default=None, help="continue from a checkpoint")
+    args = ap.parse_args(argv)
+    given = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                               "mix": args.mix, "precision": args.precision}.items() if v is not None}
+    corpus = load_corpus()
+    if args.resume:
+        trainer = Trainer.load(args.resume, corpus, **given)
+    else:
+        set_seed(given.get("seed", 0))
+        overrides = {"routing": args.routing} if args.routing else {}
+        trainer = Trainer(MoST(MoSTConfig.preset(args.preset, **overrides)), corpus, TrainConfig(**given))
+    trainer.train()
+    print(json.dumps(trainer.evaluate()))
+    out = args.out or args.resume
+    if out:
+        print(f"saved {trainer.save(out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,7 @@
 #   make test        every test at smoke scale: ruff, pytest, and the notebooks under nbval
 #   make lab         JupyterLab on the notebooks
 #   make student     output-free copies of the notebooks for a class, in build/student (solutions stay out)
-#   make bench       benchmarks/moe_layer.py
+#   make bench       benchmarks/moe_layer.py and train_step.py
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -39,6 +39,7 @@ student: setup
 
 bench: setup  # rewrites the committed results; the full-width row needs ~13 GB of RAM and ~8 minutes
 	$(BIN)/python benchmarks/moe_layer.py --json benchmarks/moe_layer_cpu.json | tee benchmarks/moe_layer_cpu.txt
+	$(BIN)/python benchmarks/train_step.py --json benchmarks/train_step_cpu.json | tee benchmarks/train_step_cpu.txt
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -13,7 +13,8 @@ Batches come from `task_stream` (MoST's stage-1 mix by default) through `batches
 a run is a function of its seed (and of the weights it starts from: seed them with set_seed before
 building the model). Dropout draws from the trainer's own RNG. A checkpoint holds the weights
 (fp32), AdamW's state, that RNG and the step; on resume the data stream is rebuilt from the seed and
-advanced to that step, so an interrupted run gives the same losses as an uninterrupted one (tested).
+advanced to that step, so an interrupted run gives the same losses as an uninterrupted one (tested on
+CPU; on CUDA the MoE's index_add_ uses atomic adds, so runs agree closely but not bit for bit).
 Weights alone, in half precision for shipping, go through save_weights / load_weights.
 """
 
@@ -23,7 +24,9 @@ import argparse
 import functools
 import json
 import math
+import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,13 +54,15 @@ class TrainConfig:
     codebooks: int = 1                  # codec codebooks per audio frame (see data.Tokenizer)
     eval_every: int = 200               # validation every N steps (0: only when asked)
     eval_batches: int = 4               # fixed validation batches
+    checkpoint_every: int = 0           # with train(checkpoint=path): save every N steps (0: at the end only)
     seed: int = 0                       # data order and dropout (seed the weights: set_seed before MoST(...))
     precision: str = "auto"             # "bf16" autocast, "fp32", or "auto": bf16 where the CPU/GPU runs it
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
         bad = [f for f in ("steps", "batch_size", "warmup_steps", "eval_batches") if int(getattr(self, f)) < 1]
-        if bad or self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.eval_every < 0 or self.grad_clip < 0:
+        if bad or self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or min(self.eval_every, self.checkpoint_every) < 0 \
+                or self.grad_clip < 0:
             raise ValueError(f"TrainConfig: need steps, batch_size, warmup_steps, eval_batches >= 1 (bad: {bad}), "
                              f"lr > 0, 0 <= min_lr_ratio <= 1, eval_every >= 0, grad_clip >= 0; got {self}")
         if self.precision not in PRECISIONS:
@@ -77,8 +82,8 @@ def bf16_works(device_type: str) -> bool:
     """Whether bf16 autocast runs a matmul on this device type (old CPUs and builds may not)."""
     try:
         with torch.autocast(device_type, dtype=torch.bfloat16):
-            x = torch.randn(4, 4, device=device_type)
-            return torch.isfinite(x @ x).all().item()
+            x = torch.ones(4, 4, device=device_type)   # no random numbers: the global RNG stays untouched
+            return bool(((x @ x) == 4).all())
     except (RuntimeError, AssertionError):
         return False
 
@@ -134,8 +139,9 @@ class Trainer:
             return self.model(b.tokens, b.modality, targets=b.targets, attention_mask=b.attention_mask)
 
     # --- training ---
-    def train(self, steps: int | None = None, progress: bool = True) -> list[dict]:
-        """Run until `steps` more optimizer steps are done (default: up to config.steps)."""
+    def train(self, steps: int | None = None, progress: bool = True, checkpoint=None) -> list[dict]:
+        """Run `steps` MORE optimizer steps (default: until config.steps in all). With `checkpoint`
+        (a path), save there every config.checkpoint_every steps and at the end."""
         from tqdm import tqdm
         end = self.config.steps if steps is None else self.step + steps
         if steps is not None and steps < 0:
@@ -152,6 +158,7 @@ class Trainer:
             clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             if not torch.isfinite(norm):
+                self.opt.zero_grad(set_to_none=True)     # the batch is consumed; nothing was applied
                 raise FloatingPointError(f"step {self.step}: gradient norm is {norm.item()}; lower lr "
                                          f"(now {lr:.2e}) or use precision='fp32'")
             self.opt.step()
@@ -159,12 +166,17 @@ class Trainer:
             self.step += 1
             self.history.append({"step": self.step, "loss": out.loss.item(), "aux_loss": out.aux_loss.item(), "lr": lr,
                                  "grad_norm": norm.item(), "tokens": int(b.attention_mask.sum()),
+                                 "targets": int((b.targets != IGNORE).sum()),
                                  "seconds": time.perf_counter() - t0})
             bar.update(1)
             bar.set_postfix(loss=f"{out.loss.item():.3f}")
             if self.config.eval_every and self.step % self.config.eval_every == 0:
                 self.evaluate()
+            if checkpoint and self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                self.save(checkpoint)
         bar.close()
+        if checkpoint:
+            self.save(checkpoint)
         return self.history
 
     def _step_with_own_rng(self, b):
@@ -173,7 +185,8 @@ class Trainer:
             torch.set_rng_state(self._rng)
             if cuda:
                 if self._cuda_rng is None:
-                    torch.cuda.manual_seed(self.config.seed)
+                    with torch.cuda.device(self.device):
+                        torch.cuda.manual_seed(self.config.seed)
                 else:
                     torch.cuda.set_rng_state(self._cuda_rng, self.device)
             out = self._forward(b)
@@ -225,13 +238,16 @@ class Trainer:
         meta = {"model_config": json.dumps(asdict(self.model.config)), "train_config": json.dumps(asdict(self.config)),
                 "step": str(self.step), "optim_step": json.dumps(optim_step),
                 "history": json.dumps(self.history), "evals": json.dumps(self.evals), "format": "mini_most.train/1"}
-        save_file(tensors, str(path), metadata=meta)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)                    # atomic: a crash mid-save keeps the previous checkpoint
         return path
 
     @classmethod
-    def load(cls, path, corpus: Corpus, **overrides) -> Trainer:
-        """Rebuild the model, optimizer and RNG from a checkpoint; overrides change TrainConfig fields
-        (e.g. steps=... to train longer; changing the seed, mix or batch size breaks exact resume)."""
+    def load(cls, path, corpus: Corpus, device=None, **overrides) -> Trainer:
+        """Rebuild the model (on `device`), optimizer and RNG from a checkpoint. Overrides change
+        TrainConfig fields: steps=... trains longer but stretches the cosine (the lr rises again from
+        the floor); changing seed, mix or batch size changes the data, so it is no longer a resume."""
         from safetensors import safe_open
         path = Path(path)
         if not path.exists():
@@ -244,12 +260,23 @@ class Trainer:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         model = MoST(MoSTConfig(**json.loads(meta["model_config"])))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        trainer = cls(model, corpus, TrainConfig(**{**json.loads(meta["train_config"]), **overrides}))
+        if device is not None:
+            model.to(device)
+        saved = json.loads(meta["train_config"])
+        changed = sorted(k for k in overrides if k in saved and overrides[k] != saved[k])
+        if changed:
+            warnings.warn(f"resuming with changed {changed}: "
+                          + ("the cosine schedule is stretched; " if "steps" in changed else "")
+                          + ("the data or its randomness changes, so this is not an exact resume; "
+                             if set(changed) & {"seed", "mix", "batch_size", "codebooks"} else "")
+                          + "a straight run with these settings would differ", stacklevel=2)
+        trainer = cls(model, corpus, TrainConfig(**{**saved, **overrides}))
         optim_step = json.loads(meta["optim_step"])
         for n, p in model.named_parameters():
             if n in optim_step:
-                trainer.opt.state[p] = {"step": torch.tensor(optim_step[n]), "exp_avg": tensors[f"optim.{n}.exp_avg"],
-                                        "exp_avg_sq": tensors[f"optim.{n}.exp_avg_sq"]}
+                trainer.opt.state[p] = {"step": torch.tensor(optim_step[n]),
+                                        "exp_avg": tensors[f"optim.{n}.exp_avg"].to(p.device, p.dtype),
+                                        "exp_avg_sq": tensors[f"optim.{n}.exp_avg_sq"].to(p.device, p.dtype)}
         trainer._rng = tensors["rng.torch"]
         trainer._cuda_rng = tensors.get("rng.cuda")
         trainer.step = int(meta["step"])
@@ -283,7 +310,7 @@ def load_weights(path, **config_overrides) -> MoST:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m mini_most.train", description="train a preset on the shipped corpus")
-    ap.add_argument("--preset", default="toy")
+    ap.add_argument("--preset", default=None, help="toy (default), small or full")
     ap.add_argument("--routing", default=None, help="modality | vanilla | dense (default: the preset's)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
@@ -294,6 +321,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=None, help="checkpoint to write at the end")
     ap.add_argument("--resume", type=Path, default=None, help="continue from a checkpoint")
     args = ap.parse_args(argv)
+    if args.resume and (args.preset or args.routing):
+        ap.error("--preset and --routing come from the checkpoint when resuming; drop them")
     given = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                                "mix": args.mix, "precision": args.precision}.items() if v is not None}
     corpus = load_corpus()
@@ -302,12 +331,14 @@ def main(argv=None):
     else:
         set_seed(given.get("seed", 0))
         overrides = {"routing": args.routing} if args.routing else {}
-        trainer = Trainer(MoST(MoSTConfig.preset(args.preset, **overrides)), corpus, TrainConfig(**given))
-    trainer.train()
-    print(json.dumps(trainer.evaluate()))
+        trainer = Trainer(MoST(MoSTConfig.preset(args.preset or "toy", **overrides)), corpus, TrainConfig(**given))
     out = args.out or args.resume
+    trainer.train(checkpoint=out)
+    if not trainer.evals or trainer.evals[-1]["step"] != trainer.step:
+        trainer.evaluate()
+    print(json.dumps(trainer.evals[-1]))
     if out:
-        print(f"saved {trainer.save(out)}")
+        print(f"saved {out}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import torch
 
 from mini_most import MoST, MoSTConfig, set_seed
 from mini_most.data import load_corpus
-from mini_most.train import TrainConfig, Trainer, load_weights, lr_at, main, save_weights
+from mini_most.train import TrainConfig, Trainer, bf16_works, load_weights, lr_at, main, save_weights
 
 TOY = MoSTConfig.preset("toy", dropout=0.1)      # dropout on: resume must restore its RNG too
 
@@ -60,6 +60,45 @@ def test_exact_resume_after_an_interruption(corpus, tmp_path):
     fresh_opt.opt.state.clear()
     fresh_opt.train(progress=False)
     assert [h["loss"] for h in fresh_opt.history][3:] != [h["loss"] for h in straight.history][3:]
+
+
+@pytest.mark.skipif(not bf16_works("cpu"), reason="this CPU has no bf16 autocast")
+def test_exact_resume_in_bf16_with_validation_and_periodic_checkpoints(corpus, tmp_path):
+    straight = make(corpus, precision="bf16", eval_every=2)
+    straight.train(progress=False)
+    first = make(corpus, precision="bf16", eval_every=2, checkpoint_every=2)
+    path = tmp_path / "run.safetensors"
+    first.train(steps=4, progress=False, checkpoint=path)
+    assert Trainer.load(path, corpus).step == 4 and not path.with_name(path.name + ".tmp").exists()
+    resumed = Trainer.load(path, corpus)
+    resumed.train(progress=False)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    assert resumed.evals == straight.evals and [e["step"] for e in resumed.evals] == [2, 4, 6]
+
+
+def test_neither_the_bf16_probe_nor_training_touch_the_global_rng(corpus):
+    bf16_works.cache_clear()
+    torch.manual_seed(0)
+    a = torch.rand(3)
+    torch.manual_seed(0)
+    bf16_works("cpu")
+    assert torch.equal(torch.rand(3), a)
+    t = make(corpus)                                     # dropout 0.1: training draws random numbers ...
+    torch.manual_seed(5)
+    a = torch.rand(3)
+    torch.manual_seed(5)
+    t.train(steps=2, progress=False)                     # ... from the trainer's own RNG only
+    assert torch.equal(torch.rand(3), a)
+
+
+def test_resuming_with_other_settings_warns(corpus, tmp_path):
+    t = make(corpus)
+    t.train(steps=2, progress=False)
+    path = t.save(tmp_path / "c.safetensors")
+    with pytest.warns(UserWarning, match="cosine schedule is stretched"):
+        Trainer.load(path, corpus, steps=12)
+    with pytest.warns(UserWarning, match="not an exact resume"):
+        Trainer.load(path, corpus, seed=3)
 
 
 def test_validation_splits_text_and_audio_and_keeps_train_mode(corpus):
@@ -116,7 +155,13 @@ def test_bad_settings_say_what_is_wrong(corpus):
 def test_command_line_trains_saves_and_resumes(corpus, tmp_path, capsys):
     out = tmp_path / "run.safetensors"
     main(["--preset", "toy", "--steps", "3", "--batch-size", "4", "--precision", "fp32", "--out", str(out)])
-    main(["--resume", str(out), "--steps", "5"])
-    t = Trainer.load(out, corpus)
+    straight = tmp_path / "straight.safetensors"
+    main(["--preset", "toy", "--steps", "5", "--batch-size", "4", "--precision", "fp32", "--out", str(straight)])
+    with pytest.warns(UserWarning, match="cosine schedule is stretched"):
+        main(["--resume", str(out), "--steps", "5"])
+    t, s = Trainer.load(out, corpus), Trainer.load(straight, corpus)
     assert t.step == 5 and len(t.history) == 5
+    assert [h["lr"] for h in t.history][3:] == [h["lr"] for h in s.history][3:]   # the same 5-step schedule from step 3
     assert "saved" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--resume", str(out), "--preset", "small"])

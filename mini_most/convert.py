@@ -17,12 +17,25 @@ layers.3.self_attn.kv_b_proj.weight), so the mapping is one prefix and the route
 
 The router (mlp.gate.weight), the shared experts and the dense layers keep their names. The
 attention softmax scale and RoPE/YaRN are computed from the config, not stored.
+
+Folders: `load_pretrained(folder)` reads a Hugging Face checkpoint folder (config.json plus
+model.safetensors or sharded model-*.safetensors with their index), e.g. DeepSeek-V2-Lite's, and
+`export_pretrained(model, folder)` writes one that transformers' DeepseekV2ForCausalLM loads.
+Starting a MoST run from DeepSeek-V2-Lite:
+
+    model = load_pretrained("DeepSeek-V2-Lite/", routing="modality")   # experts 0-31 text, 32-63 audio
+
+(V2-Lite's config has no MoST keys, so its 64 experts split half-half by index, as MoST does.)
+Full DeepSeek-V2 (236B) needs query compression and group-limited routing: out of scope, and its
+config.json is refused with a message saying so.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import fields
+from dataclasses import asdict, fields
+from pathlib import Path
 
 import torch
 
@@ -48,6 +61,14 @@ def config_from_dict(d: dict, **overrides) -> MoSTConfig:
             raise ValueError(f"config key {key!r} must be {allowed[0]!r}: mini-MoST implements only that "
                              "(full DeepSeek-V2's query compression and group-limited routing are out of scope)")
     kw = {k: d.pop(k) for k in list(d) if k in names}
+    # transformers 5 also writes derived sizes: they must agree with the ones they derive from
+    rope_dim = kw.get("qk_rope_head_dim", MoSTConfig.qk_rope_head_dim)
+    derived = {"qk_head_dim": kw.get("qk_nope_head_dim", MoSTConfig.qk_nope_head_dim) + rope_dim, "head_dim": rope_dim}
+    for key, value in derived.items():
+        if key in d and d.pop(key) != value:
+            raise ValueError(f"config key {key!r} disagrees with qk_nope_head_dim/qk_rope_head_dim (expected {value})")
+    if kw.get("pad_token_id") is None:  # DeepSeek has no pad token (null in config.json): pads are masked anyway
+        kw["pad_token_id"] = kw.get("eos_token_id", MoSTConfig.eos_token_id)
     kw.setdefault("routing", "modality" if d.pop("use_modality_aware_routing", False) else "vanilla")
     if "n_text_experts" not in kw and "n_audio_experts" not in kw:
         n = kw.get("n_routed_experts", MoSTConfig.n_routed_experts)
@@ -99,3 +120,108 @@ def load_hf_weights(model, hf_state: dict[str, torch.Tensor]) -> None:
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"weights don't match this config: missing {result.missing_keys[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoint folders
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [s for s in shards if not (folder / s).exists()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: the index names shards that are missing: {missing[:3]}")
+        return [folder / s for s in shards]
+    if (folder / "model.safetensors").exists():
+        return [folder / "model.safetensors"]
+    raise FileNotFoundError(f"{folder} has no model.safetensors nor model.safetensors.index.json "
+                            "(a Hugging Face checkpoint folder in safetensors format is needed)")
+
+
+def load_pretrained(folder, dtype: torch.dtype = torch.float32, device="cpu", **overrides):
+    """A MoST model from a Hugging Face checkpoint folder (MoST, DeepSeek-V2-Lite, or export_pretrained's).
+    The model is built on the meta device and takes the loaded tensors, so nothing is allocated twice.
+    Overrides change config fields, e.g. routing="modality" to start MoST from DeepSeek-V2-Lite."""
+    from safetensors import safe_open
+
+    from .model import MoST
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder} has no config.json: not a checkpoint folder")
+    config = config_from_dict(json.loads((folder / "config.json").read_text()), **overrides)
+    hf = {}
+    for path in _weight_files(folder):
+        with safe_open(str(path), "pt") as f:
+            for k in f.keys():
+                hf[k] = f.get_tensor(k).to(dtype)
+    state = state_dict_from_hf(hf, config)
+    with torch.device("meta"):
+        model = MoST(config)
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if want != got:
+        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+        shapes = [k for k in set(want) & set(got) if want[k] != got[k]]
+        raise ValueError(f"{folder}: weights do not fit its config: missing {missing[:4]}, unexpected {extra[:4]}, "
+                         f"wrong shapes {[(k, got[k], want[k]) for k in shapes[:3]]}")
+    model.load_state_dict(state, assign=True)
+    return model.to(device)
+
+
+def config_to_dict(config: MoSTConfig) -> dict:
+    """MoSTConfig -> a config.json that transformers reads as DeepseekV2Config and config_from_dict
+    reads back exactly (MoST's own keys ride along: transformers keeps unknown keys)."""
+    d = asdict(config)
+    text = list(range(config.n_text_experts))
+    d.update({"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "q_lora_rank": None,
+              "topk_method": "greedy", "n_group": 1, "topk_group": 1, "scoring_func": "softmax", "seq_aux": True,
+              "tie_word_embeddings": False, "hidden_act": "silu", "attention_bias": False,
+              "num_key_value_heads": config.num_attention_heads, "use_modality_aware_routing": config.routing == "modality",
+              "text_expert_indices": text, "audio_expert_indices": list(range(len(text), config.n_routed_experts))})
+    for k in ("n_text_experts", "n_audio_experts"):  # carried by the index lists
+        d.pop(k)
+    return d
+
+
+def hf_state_dict(model) -> dict[str, torch.Tensor]:
+    """MoST's weights under the on-disk Hugging Face names: one module per routed expert."""
+    out = {}
+    for name, t in model.state_dict().items():
+        m = re.match(r"^(layers\.\d+\.mlp\.experts)\.(gate_proj|up_proj|down_proj)$", name)
+        if m:
+            for e in range(t.shape[0]):
+                out[f"model.{m[1]}.{e}.{m[2]}.weight"] = t[e]
+        else:
+            out[name if name.startswith("lm_head") else f"model.{name}"] = t
+    return out
+
+
+def export_pretrained(model, folder, max_shard_bytes: int = 2 * 2**30, dtype: torch.dtype | None = None) -> Path:
+    """Write config.json and safetensors shards (with their index when there is more than one) that
+    transformers' DeepseekV2ForCausalLM.from_pretrained and load_pretrained both read."""
+    from safetensors.torch import save_file
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config_to_dict(model.config), indent=1))
+    shards, current, size = [], {}, 0
+    for name, t in hf_state_dict(model).items():
+        t = (t.to(dtype) if dtype else t).detach().contiguous().cpu()
+        if current and size + t.numel() * t.element_size() > max_shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[name], size = t.clone(), size + t.numel() * t.element_size()
+    shards.append(current)
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
+        return folder
+    weight_map, total = {}, 0
+    for i, shard in enumerate(shards, 1):
+        fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / fname), metadata={"format": "pt"})
+        weight_map.update({k: fname for k in shard})
+        total += sum(t.numel() * t.element_size() for t in shard.values())
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+    return folder

@@ -154,9 +154,10 @@ class Trainer:
             for g in self.opt.param_groups:
                 g["lr"] = lr
             b = self._next_batch()
-            out = self._step_with_own_rng(b)
+            out, logged = self._step_with_own_rng(b)
             clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm   # a DTensor under FSDP
             if not torch.isfinite(norm):
                 self.opt.zero_grad(set_to_none=True)     # the batch is consumed; nothing was applied
                 raise FloatingPointError(f"step {self.step}: gradient norm is {norm.item()}; lower lr "
@@ -164,12 +165,12 @@ class Trainer:
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
             self.step += 1
-            self.history.append({"step": self.step, "loss": out.loss.item(), "aux_loss": out.aux_loss.item(), "lr": lr,
+            self.history.append({"step": self.step, "loss": logged, "aux_loss": out.aux_loss.item(), "lr": lr,
                                  "grad_norm": norm.item(), "tokens": int(b.attention_mask.sum()),
                                  "targets": int((b.targets != IGNORE).sum()),
                                  "seconds": time.perf_counter() - t0})
             bar.update(1)
-            bar.set_postfix(loss=f"{out.loss.item():.3f}")
+            bar.set_postfix(loss=f"{logged:.3f}")
             if self.config.eval_every and self.step % self.config.eval_every == 0:
                 self.evaluate()
             if checkpoint and self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
@@ -190,10 +191,17 @@ class Trainer:
                 else:
                     torch.cuda.set_rng_state(self._cuda_rng, self.device)
             out = self._forward(b)
-            (out.loss + out.aux_loss).backward()
+            self._objective(out, b).backward()
             self._rng = torch.get_rng_state()
             self._cuda_rng = torch.cuda.get_rng_state(self.device) if cuda else None
-        return out
+        return out, self._logged_loss(out, b)
+
+    # the two places a data-parallel trainer differs (mini_most.distributed overrides them)
+    def _objective(self, out, b):
+        return out.loss + out.aux_loss
+
+    def _logged_loss(self, out, b) -> float:
+        return out.loss.item()
 
     @torch.no_grad()
     def evaluate(self) -> dict:

@@ -127,6 +127,8 @@ def load_hf_weights(model, hf_state: dict[str, torch.Tensor]) -> None:
 
 
 def _weight_files(folder: Path) -> list[Path]:
+    if (folder / "model.safetensors").exists():   # as transformers: a single file first, then an index
+        return [folder / "model.safetensors"]
     index = folder / "model.safetensors.index.json"
     if index.exists():
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -134,15 +136,14 @@ def _weight_files(folder: Path) -> list[Path]:
         if missing:
             raise FileNotFoundError(f"{folder}: the index names shards that are missing: {missing[:3]}")
         return [folder / s for s in shards]
-    if (folder / "model.safetensors").exists():
-        return [folder / "model.safetensors"]
     raise FileNotFoundError(f"{folder} has no model.safetensors nor model.safetensors.index.json "
                             "(a Hugging Face checkpoint folder in safetensors format is needed)")
 
 
 def load_pretrained(folder, dtype: torch.dtype = torch.float32, device="cpu", **overrides):
     """A MoST model from a Hugging Face checkpoint folder (MoST, DeepSeek-V2-Lite, or export_pretrained's).
-    The model is built on the meta device and takes the loaded tensors, so nothing is allocated twice.
+    The model is built on the meta device and takes the loaded tensors; each routed expert is copied
+    straight into its layer's stacked tensor as it is read, so peak memory stays near the model's size.
     Overrides change config fields, e.g. routing="modality" to start MoST from DeepSeek-V2-Lite."""
     from safetensors import safe_open
 
@@ -151,12 +152,25 @@ def load_pretrained(folder, dtype: torch.dtype = torch.float32, device="cpu", **
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} has no config.json: not a checkpoint folder")
     config = config_from_dict(json.loads((folder / "config.json").read_text()), **overrides)
-    hf = {}
+    hf, stacked, seen = {}, {}, {}
     for path in _weight_files(folder):
         with safe_open(str(path), "pt") as f:
             for k in f.keys():
-                hf[k] = f.get_tensor(k).to(dtype)
-    state = state_dict_from_hf(hf, config)
+                m = _EXPERT.match(k.removeprefix("model."))
+                if m and int(m[2]) < config.n_routed_experts:      # (E, out, in), filled expert by expert
+                    t = f.get_tensor(k)
+                    key = f"{m[1]}.{m[3]}"
+                    if key not in stacked:
+                        stacked[key] = torch.empty((config.n_routed_experts, *t.shape), dtype=dtype)
+                    stacked[key][int(m[2])].copy_(t)
+                    seen.setdefault(key, set()).add(int(m[2]))
+                else:
+                    hf[k] = f.get_tensor(k).to(dtype)
+    for key, experts in seen.items():
+        if len(experts) != config.n_routed_experts:
+            raise ValueError(f"{folder}: {key} has experts {sorted(experts)[:8]}..., expected 0..{config.n_routed_experts - 1}")
+    state = {**state_dict_from_hf(hf, config), **stacked}
+    del hf
     with torch.device("meta"):
         model = MoST(config)
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -204,6 +218,8 @@ def export_pretrained(model, folder, max_shard_bytes: int = 2 * 2**30, dtype: to
     from safetensors.torch import save_file
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for old in [*folder.glob("model*.safetensors"), folder / "model.safetensors.index.json"]:
+        old.unlink(missing_ok=True)              # a previous export's shards must not outlive it
     (folder / "config.json").write_text(json.dumps(config_to_dict(model.config), indent=1))
     shards, current, size = [], {}, 0
     for name, t in hf_state_dict(model).items():

@@ -13,7 +13,10 @@ single process's (tested on CPU with 2 gloo processes, in fp32). `--precision bf
 with fp32 gradient reduction (FSDP's MixedPrecisionPolicy; the sharded master weights stay fp32);
 `--checkpointing` recomputes each block's activations in the backward pass. Checkpoints are
 sharded (torch.distributed.checkpoint: one file per rank, plus trainer.json), and load on any
-number of processes, including a single one without torchrun: `load_sharded`.
+in a single process without torchrun (`load_sharded`); resuming under torchrun is not implemented.
+For `full`, each rank builds the model on the meta device, shards it, and only then allocates and
+initialises its own shards (`--meta-init`, the default for full), so no rank ever holds the whole
+model; such an initialisation differs from a single process's with the same seed.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import argparse
 import json
 import os
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -59,7 +62,9 @@ def checkpoint_blocks(model: MoST) -> None:
 
 
 def shard(model: MoST, precision: str) -> MoST:
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+    if isinstance(model, FSDPModule):   # already sharded (e.g. built on meta and sharded before init)
+        return model
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" else None
     kw = {"mp_policy": mp} if mp else {}
     for block in model.layers:
@@ -78,7 +83,7 @@ class FSDPTrainer(Trainer):
         self.mixed = precision
         # FSDP's policy does the bf16 compute; the loop's own autocast stays off
         super().__init__(shard(model, precision), corpus, TrainConfig(**{**asdict(config), "precision": "fp32"}))
-        self.train_config = config
+        self.train_config = replace(config, precision=precision)   # what a resume should use
 
     def _next_batch(self) -> Batch:
         b = super()._next_batch()                      # the same global batch on every rank ...
@@ -118,6 +123,12 @@ class FSDPTrainer(Trainer):
         return path
 
 
+    @classmethod
+    def load(cls, path, corpus, device=None, **overrides):
+        raise NotImplementedError("resuming a sharded run under torchrun is not implemented; load the checkpoint "
+                                  "in one process with mini_most.distributed.load_sharded")
+
+
 def load_sharded(path, corpus: Corpus, **overrides) -> Trainer:
     """A sharded checkpoint into a single-process Trainer (no torchrun needed)."""
     import torch.distributed.checkpoint as dcp
@@ -151,6 +162,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--checkpointing", action="store_true", help="activation checkpointing per block")
+    ap.add_argument("--meta-init", action=argparse.BooleanOptionalAction, default=None,
+                    help="build on the meta device, shard, then initialise each rank's shards (default: on for full)")
     ap.add_argument("--out", type=Path, default=None, help="sharded checkpoint folder to write at the end")
     ap.add_argument("--history", type=Path, default=None, help="rank 0 writes the loss history here (JSON)")
     args = ap.parse_args(argv)
@@ -158,19 +171,29 @@ def main(argv=None):
     try:
         set_seed(args.seed)                                    # the same initial weights on every rank
         overrides = {"routing": args.routing} if args.routing else {}
-        model = MoST(MoSTConfig.preset(args.preset, **overrides)).to(device)
+        cfg = MoSTConfig.preset(args.preset, **overrides)
+        meta_init = args.preset == "full" if args.meta_init is None else args.meta_init
+        if meta_init:                                          # no rank ever holds the whole model
+            with torch.device("meta"):
+                model = MoST(cfg)
+        else:
+            model = MoST(cfg).to(device)
         if args.checkpointing:
             checkpoint_blocks(model)
         config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                             seed=args.seed, eval_every=0)
+                             seed=args.seed, eval_every=0, precision=args.precision)
+        if meta_init:
+            shard(model, args.precision)
+            model.to_empty(device=device)
+            model.init_weights()
         trainer = FSDPTrainer(model, load_corpus(), config, precision=args.precision)
         trainer.train(progress=rank == 0)
         if args.out:
             trainer.save(args.out)
         if rank == 0 and args.history:
             args.history.write_text(json.dumps(trainer.history))
-    finally:
         dist.barrier()                                         # without it, ranks abort at exit
+    finally:
         dist.destroy_process_group()
 
 

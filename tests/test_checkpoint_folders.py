@@ -43,6 +43,11 @@ def test_export_loads_in_transformers_and_back(tmp_path):
     assert back.config == ours.config                               # MoST's keys ride along in config.json
     for (n, a), b in zip(ours.state_dict().items(), back.state_dict().values()):
         assert torch.equal(a, b), n
+    # exporting again into the same folder, unsharded, leaves nothing of the old shards behind
+    other = MoST(ours.config)
+    export_pretrained(other, tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("model*")) == ["model.safetensors"]
+    assert torch.equal(load_pretrained(tmp_path).lm_head.weight, other.lm_head.weight)
 
 
 def test_modality_routing_round_trips_through_config_json():
@@ -99,7 +104,10 @@ def test_bad_folders_say_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         load_pretrained(tmp_path, **OURS)
     hf_model().save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="found experts .* expected 0..3"):
+    with pytest.raises(ValueError, match="found experts .* expected 0..3"):   # 8 experts on disk, 4 in the config
         load_pretrained(tmp_path, **OURS, n_routed_experts=4, n_text_experts=2, n_audio_experts=2)
     with pytest.raises(ValueError, match="do not fit its config: .*wrong shapes"):
         load_pretrained(tmp_path, **OURS, moe_intermediate_size=16)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no model.safetensors nor"):
+        load_pretrained(tmp_path, **OURS)

@@ -43,11 +43,12 @@ def test_two_ranks_match_one_process_and_resume_on_one(tmp_path, corpus):
     single = one_process(5)
     single.train(progress=False)
     one = [h["loss"] for h in single.history]
+    assert len(two) == len(one) == 5
     assert one[-1] < one[0] - 0.2                                  # the weights really moved (0.33 here)
     assert max(abs(a - b) for a, b in zip(one, two)) < 1e-4         # 5e-7 here
     # the 2-rank checkpoint, loaded by one process: same weights, and it trains on as one process would
     resumed = load_sharded(tmp_path / "sharded", corpus, steps=8)
-    assert resumed.step == 5
+    assert resumed.step == 5 and resumed.autocast is False              # an fp32 run resumes in fp32
     # (Adam divides by the root of tiny second moments, so float summation order shows up at 1e-5 in
     # rarely-seen embedding rows; the weights themselves moved by ~5e-2 in these 5 steps)
     for (n, p), q in zip(single.model.named_parameters(), resumed.model.parameters()):
@@ -64,9 +65,10 @@ def test_two_ranks_match_one_process_and_resume_on_one(tmp_path, corpus):
     assert len(a) == 3 and max(abs(x - y) for x, y in zip(a, b)) < 5e-4
 
 
-def test_bf16_and_activation_checkpointing_run(tmp_path):
-    losses = torchrun(tmp_path, "--precision", "bf16", "--checkpointing", steps=3)
+def test_bf16_activation_checkpointing_and_meta_init_run(tmp_path):
+    losses = torchrun(tmp_path, "--precision", "bf16", "--checkpointing", "--meta-init", steps=3)
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert abs(losses[0] - 7.77) < 0.1                              # shards initialised like the model: ln(vocab)
 
 
 def test_outside_torchrun_says_how_to_launch():

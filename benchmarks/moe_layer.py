@@ -8,6 +8,11 @@ and (if transformers is installed) transformers' DeepseekV2Moe with the same sha
 
     python benchmarks/moe_layer.py                 # toy, small, full width (a few minutes on 2 cores)
     python benchmarks/moe_layer.py --sizes toy small --json out.json
+    python benchmarks/moe_layer.py --device cuda --dtype bf16 --sizes full16k --json benchmarks/moe_layer_gpu.json
+
+On a GPU the table adds TFLOP/s on active parameters: forward + backward = 3 x 2 x tokens x
+(k + n_shared) x 3 x hidden x moe_intermediate_size FLOPs, the same for every contender (the dense
+MLP has exactly those weights). Goal (issue 7): sorted >= 50% of dense's TFLOP/s at 16k tokens.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ SIZES = {  # preset, tokens per batch, repeats
     "toy": ("toy", 4096, 30),
     "small": ("small", 4096, 20),
     "full": ("full", 512, 3),  # one full-width layer: 64 routed + 2 shared experts, hidden 2048
+    "full16k": ("full", 16384, 10),  # the GPU goal's size: 16k tokens per batch
 }
 
 
@@ -48,6 +54,11 @@ def hf_moe(cfg: MoSTConfig):
     return moe, list(moe.parameters())
 
 
+def sync(x):
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+
+
 def time_fwd_bwd(contenders: dict, x, repeats: int) -> dict:
     """Median ms of forward + backward per contender, in interleaved rounds so that a slow
     spell of the machine hits every contender alike. The first round warms up. Gradients are
@@ -58,25 +69,27 @@ def time_fwd_bwd(contenders: dict, x, repeats: int) -> dict:
             for p in params:
                 p.grad = None
             xi = x.detach().requires_grad_()
+            sync(x)
             t = time.perf_counter()
             out = fn(xi)
             y = out[0] if isinstance(out, tuple) else out
             y.float().pow(2).mean().backward()
+            sync(x)
             if i:
                 times[name].append(time.perf_counter() - t)
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
-def run(size: str, with_hf: bool):
+def run(size: str, with_hf: bool, device: str = "cpu", dtype: torch.dtype = torch.float32):
     preset, n_tokens, repeats = SIZES[size]
     cfg = MoSTConfig.preset(preset)
     torch.manual_seed(0)
-    x = torch.randn(1, n_tokens, cfg.hidden_size)
-    modality = (torch.rand(1, n_tokens) < 0.5).long()
-    valid = torch.ones(1, n_tokens, dtype=torch.bool)
-    dense = MLP(cfg.hidden_size, cfg.dense_arm_intermediate_size)
-    sorted_moe = MoE(replace(cfg, dispatch="sorted"))
-    reference_moe = MoE(replace(cfg, dispatch="reference"))
+    x = torch.randn(1, n_tokens, cfg.hidden_size).to(device, dtype)
+    modality = (torch.rand(1, n_tokens) < 0.5).long().to(device)
+    valid = torch.ones(1, n_tokens, dtype=torch.bool, device=device)
+    dense = MLP(cfg.hidden_size, cfg.dense_arm_intermediate_size).to(device, dtype)
+    sorted_moe = MoE(replace(cfg, dispatch="sorted")).to(device, dtype)
+    reference_moe = MoE(replace(cfg, dispatch="reference")).to(device, dtype)
     reference_moe.load_state_dict(sorted_moe.state_dict())
     def sorted_loop(x):  # the sorted dispatch without torch._grouped_mm (older torch builds)
         grouped, model.use_grouped_mm = model.use_grouped_mm, lambda x: False
@@ -93,11 +106,14 @@ def run(size: str, with_hf: bool):
     }
     hf = hf_moe(cfg) if with_hf else None
     if hf is not None:
+        hf[0].to(device, dtype)
         contenders["transformers"] = hf
     ms = time_fwd_bwd(contenders, x, repeats)
-    return {"size": size, "tokens": n_tokens, "hidden": cfg.hidden_size,
+    flops = 3 * 2 * n_tokens * cfg.dense_arm_intermediate_size * 3 * cfg.hidden_size   # forward + backward, active
+    return {"size": size, "tokens": n_tokens, "hidden": cfg.hidden_size, "device": str(device), "dtype": str(dtype),
             "experts": f"{cfg.n_routed_experts}+{cfg.n_shared_experts} top-{cfg.num_experts_per_tok}",
-            "ms": ms, "ratio": {k: v / ms["dense"] for k, v in ms.items()}}
+            "grouped_mm": model.use_grouped_mm(x), "ms": ms, "ratio": {k: v / ms["dense"] for k, v in ms.items()},
+            "tflops": {k: flops / (v / 1e3) / 1e12 for k, v in ms.items()}}
 
 
 def main():
@@ -105,18 +121,26 @@ def main():
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--no-hf", action="store_true", help="skip transformers' DeepseekV2Moe")
     ap.add_argument("--json", help="also write the numbers to this file")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, fp32, forward+backward, median ms")
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
+        f"{torch.get_num_threads()} threads, CPU"
+    print(f"torch {torch.__version__}, {where}, {args.dtype}, forward+backward, median ms")
     rows = []
     header = (f"{'size':6} {'tokens':>6} {'experts':>15} {'dense ms':>9} {'sorted':>8} {'sorted_loop':>12} "
               f"{'reference':>10} {'transformers':>13}")
     print(header)
     for size in args.sizes:
-        r = run(size, not args.no_hf)
+        r = run(size, not args.no_hf, args.device, dtype)
         rows.append(r)
         hf = f"{r['ratio']['transformers']:12.2f}x" if "transformers" in r["ratio"] else f"{'-':>13}"
         print(f"{r['size']:6} {r['tokens']:6d} {r['experts']:>15} {r['ms']['dense']:9.1f} {r['ratio']['sorted']:7.2f}x "
               f"{r['ratio']['sorted_loop']:11.2f}x {r['ratio']['reference']:9.2f}x {hf}", flush=True)
+        if args.device != "cpu":
+            print("       TFLOP/s on active parameters: " + "  ".join(f"{k} {v:.1f}" for k, v in r["tflops"].items())
+                  + f"  (sorted / dense = {r['tflops']['sorted'] / r['tflops']['dense']:.0%}; grouped_mm used: {r['grouped_mm']})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)

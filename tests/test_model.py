@@ -240,6 +240,33 @@ def test_sorted_dispatch_matches_reference_outputs_and_gradients(routing, groupe
     assert ref.experts.gate_proj.grad.abs().sum() > 0
 
 
+def test_grouped_mm_probe_is_quiet_and_picks_dtypes():
+    torch.manual_seed(0)
+    a = torch.rand(2)
+    torch.manual_seed(0)
+    model_module._grouped_mm_works.cache_clear()
+    assert model_module.use_grouped_mm(torch.ones(1))                   # fp32 on CPU: this build has it
+    assert torch.equal(torch.rand(2), a)                                # the probe drew no global random numbers
+    assert not model_module.use_grouped_mm(torch.ones(1, dtype=torch.float64))
+    assert not model_module.use_grouped_mm(torch.ones(1, dtype=torch.float16))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("routing", ["modality", "vanilla"])
+def test_sorted_dispatch_on_gpu_matches_reference_in_bf16(routing):
+    cfg = MoSTConfig.preset("small", routing=routing)
+    set_seed(0)
+    ref = MoE(replace(cfg, dispatch="reference")).cuda().bfloat16()
+    fast = MoE(replace(cfg, dispatch="sorted")).cuda().bfloat16()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 64, cfg.hidden_size, device="cuda", dtype=torch.bfloat16)
+    modality = torch.randint(0, 2, (4, 64), device="cuda")
+    valid = torch.ones(4, 64, dtype=torch.bool, device="cuda")
+    print("grouped_mm on this GPU:", model_module.use_grouped_mm(x))
+    outs = [m(x, modality, valid, 1)[0].float() for m in (ref, fast)]
+    torch.testing.assert_close(outs[0], outs[1], atol=2e-2, rtol=2e-2)
+
+
 def test_one_expert_top1_vanilla_is_exactly_a_dense_mlp():
     cfg = toy(routing="vanilla", n_routed_experts=1, n_text_experts=1, n_audio_experts=0,
               num_experts_per_tok=1, n_shared_experts=0)

@@ -458,7 +458,7 @@ class MoE(nn.Module):
             counts = counts.tolist()
             ys = torch.cat([F.linear(F.silu(F.linear(c, g)) * F.linear(c, u) * w, d)
                             for c, w, (g, u, d) in zip(xs.split(counts), ws.split(counts), ex.per_expert()) if len(c)])
-        return torch.zeros_like(x).index_add_(0, token, ys)
+        return torch.zeros_like(x).index_add_(0, token, ys.to(x.dtype))   # autocast may have made ys bf16
 
 
 def use_grouped_mm(x: torch.Tensor) -> bool:
@@ -472,17 +472,19 @@ def use_grouped_mm(x: torch.Tensor) -> bool:
 
 @functools.cache
 def _grouped_mm_works(device_type: str, index: int | None, dtype: torch.dtype) -> bool:
-    try:
-        dev = torch.device(device_type, index) if index is not None else torch.device(device_type)
-        g = torch.Generator().manual_seed(0)                              # not the global RNG
-        x = torch.randn(48, 32, generator=g).to(dev, dtype)
-        w = torch.randn(3, 16, 32, generator=g).to(dev, dtype)            # stored (E, out, in), as Experts
-        offs = torch.tensor([16, 40, 48], dtype=torch.int32, device=dev)   # uneven groups
-        got = torch._grouped_mm(x, w.transpose(1, 2), offs=offs).float()
-        want = torch.cat([x[a:b].float() @ w[e].float().T for e, (a, b) in enumerate([(0, 16), (16, 40), (40, 48)])])
-        return bool(torch.allclose(got, want, atol=0.1, rtol=0.02))
-    except (AttributeError, RuntimeError, NotImplementedError, TypeError):
-        return False
+    dev = torch.device(device_type, index) if index is not None else torch.device(device_type)
+    g = torch.Generator().manual_seed(0)                                  # not the global RNG
+    # the first call may come under autocast: probe the op itself, in the dtype asked about
+    with torch.autocast(device_type, enabled=False):
+        try:
+            x = torch.randn(48, 32, generator=g).to(dev, dtype)
+            w = torch.randn(3, 16, 32, generator=g).to(dev, dtype)        # stored (E, out, in), as Experts
+            offs = torch.tensor([16, 40, 48], dtype=torch.int32, device=dev)   # uneven groups
+            got = torch._grouped_mm(x, w.transpose(1, 2), offs=offs).float()
+            want = torch.cat([x[a:b].float() @ w[e].float().T for e, (a, b) in enumerate([(0, 16), (16, 40), (40, 48)])])
+            return bool(torch.allclose(got, want, atol=0.1, rtol=0.02))
+        except (AttributeError, RuntimeError, NotImplementedError, TypeError):
+            return False
 
 
 # ----------------------------------------------------------------------------------------------

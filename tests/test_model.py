@@ -251,6 +251,29 @@ def test_grouped_mm_probe_is_quiet_and_picks_dtypes():
     assert not model_module.use_grouped_mm(torch.ones(1, dtype=torch.float16))
 
 
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped_mm", "loop"])
+def test_sorted_dispatch_under_bf16_autocast_even_as_the_first_call(grouped, monkeypatch):
+    # the probe once ran under autocast, failed, and left the loop path, whose bf16 output then
+    # met the fp32 residual stream in index_add_: both paths, first call under autocast
+    model_module._grouped_mm_works.cache_clear()
+    if not grouped:
+        monkeypatch.setattr(model_module, "use_grouped_mm", lambda x: False)
+    cfg = MoSTConfig.preset("toy")
+    set_seed(0)
+    moe = MoE(cfg)
+    ref = MoE(replace(cfg, dispatch="reference"))
+    ref.load_state_dict(moe.state_dict())
+    x, modality = torch.randn(2, 10, cfg.hidden_size), torch.randint(0, 2, (2, 10))
+    valid = torch.ones(2, 10, dtype=torch.bool)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = moe(x, modality, valid, 1)[0]
+        y_ref = ref(x, modality, valid, 1)[0]
+    assert y.dtype == x.dtype and torch.isfinite(y).all()
+    torch.testing.assert_close(y, y_ref, atol=2e-2, rtol=2e-2)
+    if grouped:
+        assert model_module.use_grouped_mm(x)                           # the probe, run under autocast, said yes
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("routing", ["modality", "vanilla"])
 def test_sorted_dispatch_on_gpu_matches_reference_in_bf16(routing):

@@ -249,6 +249,7 @@ def test_grouped_mm_probe_is_quiet_and_picks_dtypes():
     assert torch.equal(torch.rand(2), a)                                # the probe drew no global random numbers
     assert not model_module.use_grouped_mm(torch.ones(1, dtype=torch.float64))
     assert not model_module.use_grouped_mm(torch.ones(1, dtype=torch.float16))
+    assert not model_module.use_grouped_mm(torch.ones(1, dtype=torch.bfloat16, device="meta"))   # falls back, no error
 
 
 @pytest.mark.parametrize("grouped", [True, False], ids=["grouped_mm", "loop"])

@@ -92,6 +92,12 @@ def config_from_dict(d: dict, **overrides) -> MoSTConfig:
 _EXPERT = re.compile(r"^(layers\.\d+\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 
 
+def _check_experts(name: str, found, n: int) -> None:
+    """Every routed expert 0..n-1 of one projection must be present, and no other."""
+    if sorted(found) != list(range(n)):
+        raise ValueError(f"{name}: found experts {sorted(found)[:8]}..., expected 0..{n - 1}")
+
+
 def state_dict_from_hf(hf_state: dict[str, torch.Tensor], config: MoSTConfig) -> dict[str, torch.Tensor]:
     """Map a DeepseekV2ForCausalLM state dict (stacked or per-expert) to MoST's names and shapes."""
     out, per_expert = {}, {}
@@ -108,8 +114,7 @@ def state_dict_from_hf(hf_state: dict[str, torch.Tensor], config: MoSTConfig) ->
         else:
             out[name] = t
     for (prefix, proj), experts in per_expert.items():
-        if sorted(experts) != list(range(config.n_routed_experts)):
-            raise ValueError(f"{prefix}: found experts {sorted(experts)[:8]}..., expected 0..{config.n_routed_experts - 1}")
+        _check_experts(prefix, experts, config.n_routed_experts)
         out[f"{prefix}.{proj}"] = torch.stack([experts[e] for e in range(config.n_routed_experts)])
     return out
 
@@ -167,8 +172,7 @@ def load_pretrained(folder, dtype: torch.dtype = torch.float32, device="cpu", **
                 else:
                     hf[k] = f.get_tensor(k).to(dtype)
     for key, experts in seen.items():
-        if len(experts) != config.n_routed_experts:
-            raise ValueError(f"{folder}: {key} has experts {sorted(experts)[:8]}..., expected 0..{config.n_routed_experts - 1}")
+        _check_experts(f"{folder}: {key}", experts, config.n_routed_experts)
     state = {**state_dict_from_hf(hf, config), **stacked}
     del hf
     with torch.device("meta"):
@@ -224,10 +228,10 @@ def export_pretrained(model, folder, max_shard_bytes: int = 2 * 2**30, dtype: to
     shards, current, size = [], {}, 0
     for name, t in hf_state_dict(model).items():
         t = (t.to(dtype) if dtype else t).detach().contiguous().cpu()
-        if current and size + t.numel() * t.element_size() > max_shard_bytes:
+        if current and size + t.nbytes > max_shard_bytes:
             shards.append(current)
             current, size = {}, 0
-        current[name], size = t.clone(), size + t.numel() * t.element_size()
+        current[name], size = t.clone(), size + t.nbytes
     shards.append(current)
     if len(shards) == 1:
         save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
@@ -237,7 +241,7 @@ def export_pretrained(model, folder, max_shard_bytes: int = 2 * 2**30, dtype: to
         fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
         save_file(shard, str(folder / fname), metadata={"format": "pt"})
         weight_map.update({k: fname for k in shard})
-        total += sum(t.numel() * t.element_size() for t in shard.values())
+        total += sum(t.nbytes for t in shard.values())
     (folder / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
     return folder

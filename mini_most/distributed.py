@@ -82,7 +82,7 @@ class FSDPTrainer(Trainer):
             raise ValueError(f"batch_size={config.batch_size} must divide by the {self.world} ranks")
         self.mixed = precision
         # FSDP's policy does the bf16 compute; the loop's own autocast stays off
-        super().__init__(shard(model, precision), corpus, TrainConfig(**{**asdict(config), "precision": "fp32"}))
+        super().__init__(shard(model, precision), corpus, replace(config, precision="fp32"))
         self.train_config = replace(config, precision=precision)   # what a resume should use
 
     def _next_batch(self) -> Batch:
@@ -121,7 +121,6 @@ class FSDPTrainer(Trainer):
             (path / "trainer.json").write_text(json.dumps(meta))
         dist.barrier()
         return path
-
 
     @classmethod
     def load(cls, path, corpus, device=None, **overrides):

@@ -4,12 +4,12 @@
 import math
 
 import torch
-import torch.nn.functional as F
 
 from mini_most import MoST, MoSTConfig, by_scale, set_seed
 from mini_most.data import Tokenizer, batches, load_corpus, task_stream
 from mini_most.memory import memory_estimate
 from mini_most.model import rope_inv_freq
+from mini_most.train import split_losses
 
 full = MoSTConfig.preset("full")
 
@@ -53,11 +53,10 @@ for routing in ["modality", "vanilla", "dense"]:
         opt.zero_grad(set_to_none=True)
         losses.append(out.loss.item())
         with torch.no_grad():                                    # split by what is predicted: text or audio ids
-            ce = F.cross_entropy(out.logits.flatten(0, 1), b.targets.flatten(), ignore_index=-100, reduction="none")
-            target_mod, trained = cfg.token_modality(b.targets.flatten()), b.targets.flatten() != -100
-            for m in (0, 1):
-                if (trained & (target_mod == m)).any():
-                    by_modality[m].append(ce[trained & (target_mod == m)].mean().item())
+            split = split_losses(out.logits, b.targets, cfg)
+        for m, name in ((0, "text"), (1, "audio")):
+            if split[f"{name}_n"]:
+                by_modality[m].append(split[f"{name}_sum"] / split[f"{name}_n"])
     result[routing] = {"loss": sum(losses[-10:]) / 10, "text": sum(by_modality[0][-10:]) / 10,
                        "audio": sum(by_modality[1][-10:]) / 10}
     assert result[routing]["loss"] < sum(losses[:5]) / 5 and result[routing]["text"] < result[routing]["audio"]

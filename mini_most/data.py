@@ -388,10 +388,13 @@ class Tokenizer:
         return codes % self.cardinality
 
     def audio_span(self, ids) -> torch.Tensor:
-        """The audio ids of a generated response: everything before the first non-audio id (e.g. <eoa>),
-        trimmed to whole frames."""
+        """The audio ids of a generated response: everything before the first id that is not this
+        tokenizer's audio at its position (e.g. <eoa>, or a codebook-1 id where codebook 0 belongs),
+        trimmed to whole frames, so decode_audio always accepts it."""
         ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
-        is_audio = (ids >= self.audio_start) & (ids < self.audio_end)
+        rel = ids - self.audio_start
+        position = torch.arange(len(ids)) % self.codebooks                # the codebook each position holds
+        is_audio = (rel >= 0) & (rel < self.codebooks * self.cardinality) & (rel // self.cardinality == position)
         n = int(is_audio.long().cumprod(0).sum())
         return ids[: n - n % self.codebooks]
 

@@ -142,6 +142,12 @@ def test_audio_span_cuts_at_the_first_non_audio_id():
     assert torch.equal(tok.audio_span(torch.cat([ids, torch.tensor([tok.eoa, tok.eos])])), ids)
     assert torch.equal(tok.audio_span(torch.cat([ids[:5], torch.tensor([tok.eoa])])), ids[:4])   # whole frames
     assert len(tok.audio_span(torch.tensor([tok.eos]))) == 0
+    # an audio id out of its codebook's place ends the span, so decode_audio accepts what is left
+    assert torch.equal(tok.audio_span(torch.cat([ids[:2], ids[3:4], ids[2:]])), ids[:2])
+    one = Tokenizer(CFG, codebooks=1)                    # codebook-1 ids are not audio for a 1-codebook tokenizer
+    ids1 = one.encode_audio(codes(frames=4))
+    span = one.audio_span(torch.cat([ids1[:3], torch.tensor([one.audio_start + one.cardinality]), ids1[3:]]))
+    assert torch.equal(span, ids1[:3]) and one.decode_audio(span).shape == (1, 3)
 
 
 def test_describe_names_every_kind_of_id():

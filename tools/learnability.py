@@ -28,21 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mini_most import MoST, MoSTConfig, set_seed  # noqa: E402
-from mini_most.data import Tokenizer, batches, load_corpus, prompts  # noqa: E402
-
-
-@torch.no_grad()
-def transcribe(model, tok, examples, batch_size=64, max_new_tokens=72):
-    """Greedy, KV-cached ASR: the text each example's speech prompt continues with."""
-    model.eval()
-    out = []
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        tokens, attn = prompts(chunk, tok.pad)
-        new = model.generate(tokens, max_new_tokens, attention_mask=attn)
-        out += [tok.decode_text(row[row != tok.pad].tolist(), skip_special=True) for row in new]
-    model.train()
-    return out
+from mini_most.ablate import transcribe  # noqa: E402
+from mini_most.data import Tokenizer, batches, load_corpus  # noqa: E402
 
 
 def main(argv=None):

@@ -4,7 +4,7 @@
 #   make lab         JupyterLab on the notebooks
 #   make student     output-free copies of the notebooks for a class, in build/student (solutions stay out)
 #   make bench       benchmarks/moe_layer.py and train_step.py
-#   make ablation    the routing ablation's full grid (3 arms x 3 seeds, ~1.3 h on 2 cores) into results/ablation_small
+#   make ablation    the routing ablation's full grid (3 arms x 3 seeds, ~75 min on 2 cores) into results/ablation_small
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin

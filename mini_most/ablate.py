@@ -24,7 +24,7 @@ cache, CER and WER on test sentences), TTS (audio-token accuracy under teacher f
 that the independent PocketSphinx judge gets on generated speech), and routing (expert load per
 modality and layer, its entropy). Arms are compared on paired seeds.
 
-    python -m mini_most.ablate --seeds 3                      # the full grid (make ablation), ~70 min on 2 cores
+    python -m mini_most.ablate --seeds 3                      # the full grid (make ablation), ~75 min on 2 cores
     python -m mini_most.ablate --arms dense --seeds 1 --first-seed 2 --out results/students/ana   # one student's run
     python -m mini_most.ablate --merge results/students/*/results.json --out results/class       # the class's grid
     python -m mini_most.ablate --smoke --out build/smoke      # seconds: the toy preset, a few steps
@@ -500,7 +500,8 @@ def plot_curves(results: dict, ax_text, ax_audio):
             if len(runs) > 1:
                 ax.fill_between(steps, ys.min(0).values, ys.max(0).values, color=COLORS[arm], alpha=0.2)
     for ax, what in ((ax_text, "text"), (ax_audio, "audio")):
-        ax.set(xlabel="stage-1 step", ylabel="validation loss", title=f"{what} targets")
+        # log scale: step 0 (the text base, which never heard speech) sits far above the rest
+        ax.set(xlabel="stage-1 step", ylabel="validation loss (log scale)", yscale="log", title=f"{what} targets")
         ax.legend()
 
 
@@ -516,6 +517,11 @@ def plot_metric(results: dict, key: str, ax, label: str):
                if r["arm"] == a and r["seed"] == seed and _has(r, key)]
         if pts:
             ax.plot(*zip(*pts), "k.-", alpha=0.5, lw=0.8)
+    ys = [r[key] for r in results["runs"] if _has(r, key)]
+    if ys and min(ys) > 0 and max(ys) - min(ys) < 0.25 * max(ys):   # close values: zoom in, say so
+        pad = max(max(ys) - min(ys), 1e-3 * max(ys))
+        ax.set_ylim(min(ys) - pad, max(ys) + pad)
+        ax.set_ylabel("(axis does not start at 0)")
     ax.set_xticks(range(len(arms)), arms)
     ax.set_title(label)
 
@@ -527,6 +533,7 @@ def plot_load(results: dict, arm: str, axes):
     n_text = results["model_config"]["n_text_experts"]
     for m, ax in enumerate(axes):
         im = ax.imshow(load[:, m], aspect="auto", cmap="viridis", vmin=0)
+        ax.set_yticks(range(load.shape[0]), [str(i + 1) for i in range(load.shape[0])])
         ax.axvline(n_text - 0.5, color="w", lw=1, ls="--")
         ax.set(xlabel=f"routed expert (0-{n_text - 1} text, {n_text}+ audio)", ylabel="MoE layer",
                title=f"{arm}: {'text' if m == 0 else 'audio'} tokens")
@@ -541,7 +548,7 @@ def save_plots(results: dict, out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     plot_curves(results, axes[0], axes[1])
     plot_metric(results, "asr_cer", axes[2], "ASR CER on test sentences (lower is better)")
-    plot_metric(results, "text_lm_change", axes[3], "text-LM loss change in stage 1 (lower is better)")
+    plot_metric(results, "text_lm_after", axes[3], "text-LM loss after stage 1 (lower is better)")
     fig.tight_layout()
     fig.savefig(out / "ablation.png", dpi=110)
     paths.append(out / "ablation.png")

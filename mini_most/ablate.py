@@ -33,6 +33,8 @@ modality and layer, its entropy). Arms are compared on paired seeds.
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import math
 import platform
@@ -44,11 +46,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from .data import IGNORE, Corpus, Tokenizer, collate, load_corpus, prompts
+from .data import Corpus, Tokenizer, collate, load_corpus, prompts
 from .model import MoST, MoSTConfig
-from .train import TrainConfig, Trainer, bf16_works
+from .train import TrainConfig, Trainer, split_losses, uses_bf16
 from .utils import DATA_SAMPLES, set_seed
 
 ARMS = ("modality", "vanilla", "dense")
@@ -149,25 +150,31 @@ def load_base(folder: Path, arm: str, dropout: float) -> MoST:
 
 def _autocast(model: MoST, precision: str):
     device = next(model.parameters()).device.type
-    on = precision == "bf16" or (precision == "auto" and bf16_works(device))
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=on)
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=uses_bf16(precision, device))
+
+
+@contextlib.contextmanager
+def _evaluating(model: MoST):
+    """Eval mode (no dropout) for the block, then the mode the model had, even after an error."""
+    was = model.training
+    model.eval()
+    try:
+        yield next(model.parameters()).device
+    finally:
+        model.train(was)
 
 
 @torch.no_grad()
 def transcribe(model: MoST, tok: Tokenizer, examples: list, batch_size: int = 64, max_new_tokens: int = 72,
                precision: str = "fp32") -> list[str]:
     """Greedy, KV-cached ASR: the text each example's speech prompt continues with."""
-    was = model.training
-    model.eval()
     out = []
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        tokens, attn = prompts(chunk, tok.pad)
-        device = next(model.parameters()).device
-        with _autocast(model, precision):
-            new = model.generate(tokens.to(device), max_new_tokens, attention_mask=attn.to(device)).cpu()
-        out += [tok.decode_text(row[row != tok.pad].tolist(), skip_special=True) for row in new]
-    model.train(was)
+    with _evaluating(model) as device:
+        for i in range(0, len(examples), batch_size):
+            tokens, attn = prompts(examples[i:i + batch_size], tok.pad)
+            with _autocast(model, precision):
+                new = model.generate(tokens.to(device), max_new_tokens, attention_mask=attn.to(device)).cpu()
+            out += [tok.decode_text(row[row != tok.pad].tolist(), skip_special=True) for row in new]
     return out
 
 
@@ -176,44 +183,32 @@ def speak(model: MoST, tok: Tokenizer, texts: list[str], max_frames: int, temper
           batch_size: int = 32, precision: str = "fp32") -> list[torch.Tensor]:
     """TTS: sampled audio ids for each text, prompted with <bos><tts> text <boa>; returns each
     utterance's codes (K, F), cut at the first non-audio id (F may be 0)."""
-    was = model.training
-    model.eval()
-    gen = torch.Generator(next(model.parameters()).device).manual_seed(seed)
     out = []
-    for i in range(0, len(texts), batch_size):
-        chunk = [tok.tts(t, torch.zeros(tok.codebooks, 1, dtype=torch.long)) for t in texts[i:i + batch_size]]
-        chunk = [replace(e, prompt_len=e.prompt_len + 1) for e in chunk]           # the prompt ends with <boa>
-        tokens, attn = prompts(chunk, tok.pad)
-        device = next(model.parameters()).device
-        with _autocast(model, precision):
-            new = model.generate(tokens.to(device), max_frames * tok.codebooks + 2, attention_mask=attn.to(device),
-                                 temperature=temperature, top_k=50, generator=gen).cpu()
-        for row in new:
-            span = tok.audio_span(row)
-            out.append(tok.decode_audio(span) if len(span) else torch.zeros(tok.codebooks, 0, dtype=torch.long))
-    model.train(was)
+    with _evaluating(model) as device:
+        gen = torch.Generator(device).manual_seed(seed)
+        for i in range(0, len(texts), batch_size):
+            chunk = [tok.tts(t, torch.zeros(tok.codebooks, 1, dtype=torch.long)) for t in texts[i:i + batch_size]]
+            chunk = [replace(e, prompt_len=e.prompt_len + 1) for e in chunk]       # the prompt ends with <boa>
+            tokens, attn = prompts(chunk, tok.pad)
+            with _autocast(model, precision):
+                new = model.generate(tokens.to(device), max_frames * tok.codebooks + 2, attention_mask=attn.to(device),
+                                     temperature=temperature, top_k=50, generator=gen).cpu()
+            for row in new:
+                span = tok.audio_span(row)
+                out.append(tok.decode_audio(span) if len(span) else torch.zeros(tok.codebooks, 0, dtype=torch.long))
     return out
 
 
 @torch.no_grad()
 def target_stats(model: MoST, tok: Tokenizer, examples: list, precision: str, batch_size: int = 32) -> dict:
     """Teacher-forced: mean loss and argmax accuracy on text targets and on audio targets."""
-    was = model.training
-    model.eval()
-    s = {"text_sum": 0.0, "text_n": 0, "text_hit": 0, "audio_sum": 0.0, "audio_n": 0, "audio_hit": 0}
-    for i in range(0, len(examples), batch_size):
-        b = collate(examples[i:i + batch_size], tok.pad).to(next(model.parameters()).device)
-        with _autocast(model, precision):
-            logits = model(b.tokens, b.modality, attention_mask=b.attention_mask).logits.float()
-        t = b.targets.flatten()
-        ce = F.cross_entropy(logits.flatten(0, 1), t, ignore_index=IGNORE, reduction="none")
-        hit = logits.flatten(0, 1).argmax(-1) == t
-        audio = model.config.token_modality(t).bool() & (t != IGNORE)
-        for name, m in (("text", (t != IGNORE) & ~audio), ("audio", audio)):
-            s[f"{name}_sum"] += ce[m].sum().item()
-            s[f"{name}_n"] += int(m.sum())
-            s[f"{name}_hit"] += int(hit[m].sum())
-    model.train(was)
+    s = collections.Counter()
+    with _evaluating(model) as device:
+        for i in range(0, len(examples), batch_size):
+            b = collate(examples[i:i + batch_size], tok.pad).to(device)
+            with _autocast(model, precision):
+                logits = model(b.tokens, b.modality, attention_mask=b.attention_mask).logits
+            s.update(split_losses(logits, b.targets, model.config))
     out = {}
     for k in ("text", "audio"):       # NaN, not 0, where a set has no targets of that modality
         n = s[f"{k}_n"]
@@ -230,22 +225,20 @@ def routing_stats(model: MoST, batches: list, precision: str) -> dict | None:
     cfg = model.config
     if cfg.routing == "dense":
         return None
-    was = model.training
-    model.eval()
     counts = None
-    for b in batches:
-        b = b.to(next(model.parameters()).device)
-        with _autocast(model, precision):
-            out = model(b.tokens, b.modality, attention_mask=b.attention_mask)
-        valid = b.attention_mask.bool()
-        if counts is None:
-            counts = torch.zeros(len(out.routing), 2, cfg.n_routed_experts)      # (MoE layers, modality, expert)
-        for i, r in enumerate(out.routing):
-            for m in (0, 1):
-                ids = r.expert_ids[valid & (b.modality == m)].flatten()
-                ids = ids[ids >= 0]
-                counts[i, m] += torch.bincount(ids, minlength=cfg.n_routed_experts).float()
-    model.train(was)
+    with _evaluating(model) as device:
+        for b in batches:
+            b = b.to(device)
+            with _autocast(model, precision):
+                out = model(b.tokens, b.modality, attention_mask=b.attention_mask)
+            valid = b.attention_mask.bool()
+            if counts is None:
+                counts = torch.zeros(len(out.routing), 2, cfg.n_routed_experts)  # (MoE layers, modality, expert)
+            for i, r in enumerate(out.routing):
+                for m in (0, 1):
+                    ids = r.expert_ids[valid & (b.modality == m)].flatten()
+                    ids = ids[ids >= 0]
+                    counts[i, m] += torch.bincount(ids, minlength=cfg.n_routed_experts).cpu().float()
     load = counts / counts.sum(-1, keepdim=True).clamp(min=1)                   # (L, 2, E)
     entropy = -(load * load.clamp(min=1e-12).log2()).sum(-1)                     # (L, 2) bits
     own = torch.stack([load[:, 0, :cfg.n_text_experts].sum(-1), load[:, 1, cfg.n_text_experts:].sum(-1)], 1)

@@ -21,6 +21,7 @@ Weights alone, in half precision for shipping, go through save_weights / load_we
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import json
 import math
@@ -88,14 +89,22 @@ def bf16_works(device_type: str) -> bool:
         return False
 
 
+def uses_bf16(precision: str, device_type: str) -> bool:
+    """Whether `precision` ("auto", "bf16", "fp32") means bf16 autocast on this device type."""
+    return precision == "bf16" or (precision == "auto" and bf16_works(device_type))
+
+
 def split_losses(logits, targets, config: MoSTConfig) -> dict:
-    """Summed cross-entropy and counts of the targets, split by what is predicted (text or audio ids)."""
-    ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
-    trained = targets.flatten() != IGNORE
-    audio = config.token_modality(targets.flatten()).bool() & trained
+    """Summed cross-entropy, counts and argmax hits of the targets, split by what is predicted
+    (text or audio ids)."""
+    logits, targets = logits.flatten(0, 1).float(), targets.flatten()
+    ce = F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="none")
+    hit = logits.argmax(-1) == targets
+    trained = targets != IGNORE
+    audio = config.token_modality(targets).bool() & trained
     text = trained & ~audio
-    return {"text_sum": ce[text].sum().item(), "text_n": int(text.sum()),
-            "audio_sum": ce[audio].sum().item(), "audio_n": int(audio.sum())}
+    return {"text_sum": ce[text].sum().item(), "text_n": int(text.sum()), "text_hit": int(hit[text].sum()),
+            "audio_sum": ce[audio].sum().item(), "audio_n": int(audio.sum()), "audio_hit": int(hit[audio].sum())}
 
 
 class Trainer:
@@ -118,7 +127,7 @@ class Trainer:
         # other cells) never draw from each other's randomness; saved and restored with checkpoints
         self._rng = torch.Generator().manual_seed(self.config.seed).get_state()
         self._cuda_rng = None
-        self.autocast = self.config.precision == "bf16" or (self.config.precision == "auto" and bf16_works(self.device.type))
+        self.autocast = uses_bf16(self.config.precision, self.device.type)
         if self.config.precision == "bf16" and not bf16_works(self.device.type):
             raise ValueError(f"bf16 autocast does not run on this {self.device.type}: use precision='fp32' or 'auto'")
 
@@ -212,7 +221,7 @@ class Trainer:
             self._val = [next(stream) for _ in range(self.config.eval_batches)]
         was_training = self.model.training
         self.model.eval()
-        sums = {"text_sum": 0.0, "text_n": 0, "audio_sum": 0.0, "audio_n": 0}
+        sums = collections.Counter()
         for b in self._val:
             b = b.to(self.device)
             for k, v in split_losses(self._forward(b).logits, b.targets, self.model.config).items():

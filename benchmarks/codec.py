@@ -1,6 +1,6 @@
 """Quality and speed of the offline codec on held-out speech, with 1 and with 2 codebooks.
 
-    python -m mini_most.data build --out build/corpus      # the corpus (once)
+    python -m mini_most.corpus build --out build/corpus      # the corpus (once)
     python benchmarks/codec.py --corpus build/corpus       # all 287 test utterances, ~4 minutes on 2 cores
 
 For test-split utterances (sentences never seen when fitting the codebooks) it measures, for the
@@ -23,10 +23,11 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
+from mini_most import DATA_SAMPLES
 from mini_most.codec import SHIPPED, MelRVQCodec, multiscale_mel_distance
 from mini_most.judge import SphinxJudge, wer
 
-OUT = Path(__file__).resolve().parent.parent / "data_samples" / "codec" / "quality.json"
+OUT = DATA_SAMPLES / "codec" / "quality.json"
 
 
 def usage(codes: torch.Tensor, cardinality: int) -> dict:

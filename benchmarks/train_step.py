@@ -3,8 +3,8 @@
 The arms of the ablation hold active parameters per token equal (bar the router): "modality"
 (MoST), "vanilla" (DeepSeek's gate) and "dense" (one MLP as wide as the k routed + shared experts).
 Each size runs the three arms side by side in this process, on the same batches of the shipped
-corpus (MoST's stage-1 mix), in interleaved rounds, and reports ratios to dense. Goal (issue 6):
-the modality-aware step within 1.5x of dense's time on CPU.
+corpus (MoST's stage-1 mix), in interleaved rounds, and reports ratios to dense. The goal: the modality-aware step within 1.5x
+of dense's time on CPU.
 
     python benchmarks/train_step.py                        # toy and small, fp32 and bf16, ~2 minutes
     python benchmarks/train_step.py --sizes small --precisions bf16 --json out.json
@@ -20,9 +20,10 @@ import time
 import torch
 
 from mini_most import MoST, MoSTConfig, set_seed
-from mini_most.data import Tokenizer, batches, load_corpus, task_stream
+from mini_most.corpus import load_corpus
+from mini_most.model import ROUTING_MODES as ARMS
+from mini_most.tokens import Tokenizer, batches, task_stream
 
-ARMS = ("modality", "vanilla", "dense")
 SIZES = {"toy": 20, "small": 10}   # timed rounds per size
 
 

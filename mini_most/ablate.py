@@ -33,8 +33,6 @@ modality and layer, its entropy). Arms are compared on paired seeds.
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
 import json
 import math
 import platform
@@ -42,17 +40,21 @@ import statistics
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from .data import Corpus, Tokenizer, collate, load_corpus, prompts
-from .model import MoST, MoSTConfig
-from .train import TrainConfig, Trainer, split_losses, uses_bf16
+from .corpus import Corpus, load_corpus
+
+# the evaluation functions live in mini_most.evaluate; speak, target_stats and transcribe stay importable from here
+from .evaluate import load_divergence, routing_stats, speak, target_stats, transcribe  # noqa: F401
+from .model import ROUTING_MODES, MoST, MoSTConfig
+from .tokens import Tokenizer
+from .train import TrainConfig, Trainer
 from .utils import DATA_SAMPLES, set_seed
 
-ARMS = ("modality", "vanilla", "dense")
+ARMS = ROUTING_MODES                  # one arm per routing mode: modality, vanilla, dense
 BASE_OF = {"modality": "moe", "vanilla": "moe", "dense": "dense"}   # which stage-0 base an arm starts from
 BASE_ROUTING = {"moe": "vanilla", "dense": "dense"}
 SHIPPED_BASES = DATA_SAMPLES / "bases"
@@ -69,8 +71,8 @@ class AblationConfig:
     lr: float = 2e-3                    # peak lr of both stages (warmup, then cosine to 10%)
     warmup_steps: int = 50
     dropout: float = 0.1
-    # stage 1's task mix: more ASR than MoST's 0.4/0.4/0.2 (data.STAGE1_MIX), so that a 600-step run
-    # clears the 40% CER floor (measured, see the README: MoST's mix left 50% after 600 and 900 steps, 0.6/0.2/0.2 42%)
+    # stage 1's task mix: more ASR than MoST's 0.4/0.4/0.2 (tokens.STAGE1_MIX), so that a 600-step run
+    # clears the 40% CER floor (the README's ablation section has the pilots behind this choice)
     mix: dict = field(default_factory=lambda: {"asr": 0.8, "tts": 0.1, "text": 0.1})
     eval_every: int = 100               # validation-loss curve every N steps
     eval_batches: int = 4
@@ -147,117 +149,6 @@ def load_base(folder: Path, arm: str, dropout: float) -> MoST:
 
 # ----------------------------------------------------------------------------------------------
 # evaluation
-
-def _autocast(model: MoST, precision: str):
-    device = next(model.parameters()).device.type
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=uses_bf16(precision, device))
-
-
-@contextlib.contextmanager
-def _evaluating(model: MoST):
-    """Eval mode (no dropout) for the block, then the mode the model had, even after an error."""
-    was = model.training
-    model.eval()
-    try:
-        yield next(model.parameters()).device
-    finally:
-        model.train(was)
-
-
-@torch.no_grad()
-def transcribe(model: MoST, tok: Tokenizer, examples: list, batch_size: int = 64, max_new_tokens: int = 72,
-               precision: str = "fp32") -> list[str]:
-    """Greedy, KV-cached ASR: the text each example's speech prompt continues with."""
-    out = []
-    with _evaluating(model) as device:
-        for i in range(0, len(examples), batch_size):
-            tokens, attn = prompts(examples[i:i + batch_size], tok.pad)
-            with _autocast(model, precision):
-                new = model.generate(tokens.to(device), max_new_tokens, attention_mask=attn.to(device)).cpu()
-            out += [tok.decode_text(row[row != tok.pad].tolist(), skip_special=True) for row in new]
-    return out
-
-
-@torch.no_grad()
-def speak(model: MoST, tok: Tokenizer, texts: list[str], max_frames: int, temperature: float, seed: int,
-          batch_size: int = 32, precision: str = "fp32") -> list[torch.Tensor]:
-    """TTS: sampled audio ids for each text, prompted with <bos><tts> text <boa>; returns each
-    utterance's codes (K, F), cut at the first non-audio id (F may be 0)."""
-    out = []
-    with _evaluating(model) as device:
-        gen = torch.Generator(device).manual_seed(seed)
-        for i in range(0, len(texts), batch_size):
-            chunk = [tok.tts(t, torch.zeros(tok.codebooks, 1, dtype=torch.long)) for t in texts[i:i + batch_size]]
-            chunk = [replace(e, prompt_len=e.prompt_len + 1) for e in chunk]       # the prompt ends with <boa>
-            tokens, attn = prompts(chunk, tok.pad)
-            with _autocast(model, precision):
-                new = model.generate(tokens.to(device), max_frames * tok.codebooks + 2, attention_mask=attn.to(device),
-                                     temperature=temperature, top_k=50, generator=gen).cpu()
-            for row in new:
-                span = tok.audio_span(row)
-                out.append(tok.decode_audio(span) if len(span) else torch.zeros(tok.codebooks, 0, dtype=torch.long))
-    return out
-
-
-@torch.no_grad()
-def target_stats(model: MoST, tok: Tokenizer, examples: list, precision: str, batch_size: int = 32) -> dict:
-    """Teacher-forced: mean loss and argmax accuracy on text targets and on audio targets."""
-    s = collections.Counter()
-    with _evaluating(model) as device:
-        for i in range(0, len(examples), batch_size):
-            b = collate(examples[i:i + batch_size], tok.pad).to(device)
-            with _autocast(model, precision):
-                logits = model(b.tokens, b.modality, attention_mask=b.attention_mask).logits
-            s.update(split_losses(logits, b.targets, model.config))
-    out = {}
-    for k in ("text", "audio"):       # NaN, not 0, where a set has no targets of that modality
-        n = s[f"{k}_n"]
-        out[f"{k}_loss"], out[f"{k}_acc"] = (s[f"{k}_sum"] / n, s[f"{k}_hit"] / n) if n else (math.nan, math.nan)
-    return out
-
-
-@torch.no_grad()
-def routing_stats(model: MoST, batches: list, precision: str) -> dict | None:
-    """Expert load per layer and modality (the share of top-k choices each expert gets), its entropy
-    in bits, and the share of choices in the token's own expert group by index (experts 0..n/2-1 for
-    text tokens, the rest for audio): 1 by construction under modality routing, which this checks;
-    under vanilla routing the index split means nothing (see load_divergence for specialisation)."""
-    cfg = model.config
-    if cfg.routing == "dense":
-        return None
-    counts = None
-    with _evaluating(model) as device:
-        for b in batches:
-            b = b.to(device)
-            with _autocast(model, precision):
-                out = model(b.tokens, b.modality, attention_mask=b.attention_mask)
-            valid = b.attention_mask.bool()
-            if counts is None:
-                counts = torch.zeros(len(out.routing), 2, cfg.n_routed_experts)  # (MoE layers, modality, expert)
-            for i, r in enumerate(out.routing):
-                for m in (0, 1):
-                    ids = r.expert_ids[valid & (b.modality == m)].flatten()
-                    ids = ids[ids >= 0]
-                    counts[i, m] += torch.bincount(ids, minlength=cfg.n_routed_experts).cpu().float()
-    load = counts / counts.sum(-1, keepdim=True).clamp(min=1)                   # (L, 2, E)
-    entropy = -(load * load.clamp(min=1e-12).log2()).sum(-1)                     # (L, 2) bits
-    own = torch.stack([load[:, 0, :cfg.n_text_experts].sum(-1), load[:, 1, cfg.n_text_experts:].sum(-1)], 1)
-    return {"load": load.tolist(), "entropy_bits": entropy.tolist(), "own_group_share": own.tolist(),
-            "max_entropy_bits": math.log2(cfg.n_routed_experts)}
-
-
-def load_divergence(load) -> list[float]:
-    """Per layer, the Jensen-Shannon divergence (bits) between the expert load of text tokens and of
-    audio tokens: 0 when both modalities use the experts in the same proportions, 1 when no expert
-    serves both. It does not depend on how the experts are numbered. load: (layers, 2, experts)."""
-    load = torch.as_tensor(load, dtype=torch.float64)
-    p, q = load[:, 0], load[:, 1]
-    m = (p + q) / 2
-
-    def kl(a, b):
-        return torch.where(a > 0, a * (a.clamp(min=1e-300) / b.clamp(min=1e-300)).log2(), 0.0).sum(-1)
-    return ((kl(p, m) + kl(q, m)) / 2).tolist()
-
 
 class Evaluator:
     """The held-out sets and the judge, built once and shared by every run."""
@@ -350,7 +241,7 @@ def run(arm: str, seed: int, cfg: AblationConfig, corpus: Corpus, base: Path, ev
               "evals": trainer.evals,
               "val_text_loss": trainer.evals[-1]["text_loss"], "val_audio_loss": trainer.evals[-1]["audio_loss"],
               "text_lm_before": text_before, "text_lm_after": evaluator.text_lm_loss(model),
-              "routing": routing_stats(model, trainer._val, cfg.precision)}
+              "routing": routing_stats(model, trainer.validation_batches(), cfg.precision)}
     result["text_lm_change"] = result["text_lm_after"] - result["text_lm_before"]
     result.update(evaluator(model, seed))
     result["eval_seconds"] = round(time.perf_counter() - t1, 1)

@@ -33,7 +33,9 @@ import torch.nn as nn
 import torchaudio.functional as AF
 import torchaudio.transforms as T
 
-SHIPPED = Path(__file__).resolve().parent.parent / "data_samples" / "codec" / "mel_rvq.safetensors"
+from .utils import DATA_SAMPLES
+
+SHIPPED = DATA_SAMPLES / "codec" / "mel_rvq.safetensors"
 log = logging.getLogger("mini_most.codec")
 
 
@@ -317,7 +319,7 @@ def corpus_frames(corpus: Path, max_frames: int, codec: MelRVQCodec, seed: int =
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m mini_most.codec", description="mini-MoST's offline codec")
     sub = ap.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="fit the mel-RVQ codebooks on a corpus built by `python -m mini_most.data build`")
+    t = sub.add_parser("train", help="fit the mel-RVQ codebooks on a corpus built by `python -m mini_most.corpus build`")
     t.add_argument("--corpus", type=Path, default=Path("build/corpus"))
     t.add_argument("--out", type=Path, default=SHIPPED)
     t.add_argument("--codebooks", type=int, default=2)

@@ -1,9 +1,7 @@
 """Configs and weights between Hugging Face's DeepSeek-V2 / MoST layout and mini-MoST.
 
-Configs: `config_from_dict` reads a MoST or DeepSeek-V2 config.json (as a dict). MoSTConfig
-keeps DeepSeek's field names, so most keys map one to one; MoST's text/audio expert index lists
-become the split n_text_experts / n_audio_experts, and keys for features mini-MoST does not
-implement (query compression, group-limited routing, ...) must hold their neutral value.
+Configs: `config_from_dict` and `config_to_dict` live beside MoSTConfig in model.py (which reads
+its own config.json, MoSTConfig.from_json); they are importable from here as before.
 
 Weights:
 mini-MoST keeps transformers' parameter names (model.layers.3.self_attn.kv_b_proj.weight becomes
@@ -34,61 +32,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
-from .model import MoSTConfig
+from .model import Experts, MoST, MoSTConfig, config_from_dict, config_to_dict
 
-# config.json keys that describe the file, not the model
-IGNORED_KEYS = {"architectures", "auto_map", "model_type", "torch_dtype", "dtype", "transformers_version",
-                "use_cache", "_name_or_path", "output_router_logits"}
+__all__ = ["config_from_dict", "config_to_dict", "state_dict_from_hf", "load_hf_weights", "load_pretrained",
+           "export_pretrained", "hf_state_dict"]
 
-
-def config_from_dict(d: dict, **overrides) -> MoSTConfig:
-    """A MoST or DeepSeek-V2 config.json (as a dict) -> MoSTConfig; what we can't model raises.
-    Without MoST's keys (plain DeepSeek-V2) routing is "vanilla", split half-half by index.
-    A dict of MoSTConfig's own fields (dataclasses.asdict) round-trips."""
-    d, names = dict(d), {f.name for f in fields(MoSTConfig)}
-    # keys whose value must be one that mini-MoST implements
-    fixed = {"attention_bias": (False,), "attention_dropout": (0.0,), "hidden_act": ("silu",), "moe_layer_freq": (1,),
-             "n_group": (1, None), "topk_group": (1, None), "topk_method": ("greedy",), "scoring_func": ("softmax",),
-             "seq_aux": (True,), "pretraining_tp": (1,), "tie_word_embeddings": (False,), "q_lora_rank": (None,),
-             "ep_size": (1,), "num_key_value_heads": (d.get("num_attention_heads", 16),), "mlp_bias": (False,)}
-    for key, allowed in fixed.items():
-        if key in d and d.pop(key) not in allowed:
-            raise ValueError(f"config key {key!r} must be {allowed[0]!r}: mini-MoST implements only that "
-                             "(full DeepSeek-V2's query compression and group-limited routing are out of scope)")
-    kw = {k: d.pop(k) for k in list(d) if k in names}
-    # transformers 5 also writes derived sizes: they must agree with the ones they derive from
-    rope_dim = kw.get("qk_rope_head_dim", MoSTConfig.qk_rope_head_dim)
-    derived = {"qk_head_dim": kw.get("qk_nope_head_dim", MoSTConfig.qk_nope_head_dim) + rope_dim, "head_dim": rope_dim}
-    for key, value in derived.items():
-        if key in d and d.pop(key) != value:
-            raise ValueError(f"config key {key!r} disagrees with qk_nope_head_dim/qk_rope_head_dim (expected {value})")
-    if kw.get("pad_token_id") is None:  # DeepSeek has no pad token (null in config.json): pads are masked anyway
-        kw["pad_token_id"] = kw.get("eos_token_id", MoSTConfig.eos_token_id)
-    kw.setdefault("routing", "modality" if d.pop("use_modality_aware_routing", False) else "vanilla")
-    if "n_text_experts" not in kw and "n_audio_experts" not in kw:
-        n = kw.get("n_routed_experts", MoSTConfig.n_routed_experts)
-        kw["n_text_experts"], kw["n_audio_experts"] = n - n // 2, n // 2
-    if "text_expert_indices" in d or "audio_expert_indices" in d:
-        text, audio = d.pop("text_expert_indices", []), d.pop("audio_expert_indices", [])
-        if list(text) != list(range(len(text))) or list(audio) != list(range(len(text), len(text) + len(audio))):
-            raise ValueError("text_expert_indices must be 0..n_text-1 and audio_expert_indices the next "
-                             f"ids (contiguous, text first); got {text} and {audio}")
-        kw["n_text_experts"], kw["n_audio_experts"] = len(text), len(audio)
-    if "rope_parameters" in d:  # transformers v5 spelling: theta inside the scaling dict
-        rp = dict(d.pop("rope_parameters"))
-        kw["rope_theta"] = rp.pop("rope_theta", kw.get("rope_theta", 10000.0))
-        kw["rope_scaling"] = rp if rp.get("rope_type", rp.get("type")) == "yarn" else None
-    if set(d) - IGNORED_KEYS:
-        raise ValueError(f"unknown config keys {sorted(set(d) - IGNORED_KEYS)}; valid: {sorted(names | set(fixed))}"
-                         " plus use_modality_aware_routing, text_expert_indices, audio_expert_indices")
-    MoSTConfig.check_fields(overrides)
-    return MoSTConfig(**{**kw, **overrides})
-
+# a routed expert's weight as checkpoints store it on disk: one module per expert
 _EXPERT = re.compile(r"^(layers\.\d+\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 
 
@@ -151,8 +104,6 @@ def load_pretrained(folder, dtype: torch.dtype = torch.float32, device="cpu", **
     straight into its layer's stacked tensor as it is read, so peak memory stays near the model's size.
     Overrides change config fields, e.g. routing="modality" to start MoST from DeepSeek-V2-Lite."""
     from safetensors import safe_open
-
-    from .model import MoST
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} has no config.json: not a checkpoint folder")
@@ -188,29 +139,16 @@ def load_pretrained(folder, dtype: torch.dtype = torch.float32, device="cpu", **
     return model.to(device)
 
 
-def config_to_dict(config: MoSTConfig) -> dict:
-    """MoSTConfig -> a config.json that transformers reads as DeepseekV2Config and config_from_dict
-    reads back exactly (MoST's own keys ride along: transformers keeps unknown keys)."""
-    d = asdict(config)
-    text = list(range(config.n_text_experts))
-    d.update({"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "q_lora_rank": None,
-              "topk_method": "greedy", "n_group": 1, "topk_group": 1, "scoring_func": "softmax", "seq_aux": True,
-              "tie_word_embeddings": False, "hidden_act": "silu", "attention_bias": False,
-              "num_key_value_heads": config.num_attention_heads, "use_modality_aware_routing": config.routing == "modality",
-              "text_expert_indices": text, "audio_expert_indices": list(range(len(text), config.n_routed_experts))})
-    for k in ("n_text_experts", "n_audio_experts"):  # carried by the index lists
-        d.pop(k)
-    return d
-
-
 def hf_state_dict(model) -> dict[str, torch.Tensor]:
     """MoST's weights under the on-disk Hugging Face names: one module per routed expert."""
+    stacked = {f"{prefix}.{proj}": (prefix, proj) for prefix, module in model.named_modules()
+               if isinstance(module, Experts) for proj in ("gate_proj", "up_proj", "down_proj")}
     out = {}
     for name, t in model.state_dict().items():
-        m = re.match(r"^(layers\.\d+\.mlp\.experts)\.(gate_proj|up_proj|down_proj)$", name)
-        if m:
+        if name in stacked:
+            prefix, proj = stacked[name]
             for e in range(t.shape[0]):
-                out[f"model.{m[1]}.{e}.{m[2]}.weight"] = t[e]
+                out[f"model.{prefix}.{e}.{proj}.weight"] = t[e]
         else:
             out[name if name.startswith("lm_head") else f"model.{name}"] = t
     return out

@@ -32,8 +32,9 @@ import torch
 import torch.distributed as dist
 import torch.utils.checkpoint
 
-from .data import IGNORE, Batch, Corpus, load_corpus
+from .corpus import Corpus, load_corpus
 from .model import MoST, MoSTConfig
+from .tokens import IGNORE, Batch
 from .train import TrainConfig, Trainer
 from .utils import set_seed
 

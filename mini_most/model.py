@@ -5,7 +5,10 @@ mixture-of-experts layers: every token carries a modality (0 text, 1 audio), and
 only send a text token to the text experts and an audio token to the audio experts, while a few
 shared experts see every token. Read top to bottom:
 
-    MoSTConfig -> RMSNorm, RoPE/YaRN -> MLA (attention) -> MLP, Experts, Gate, MoE -> Block -> MoST
+    MoSTConfig -> RMSNorm, RoPE/YaRN -> KVCache, MLA (attention) -> MLP, Experts, Gate, MoE -> Block -> MoST
+
+and, after the model, two pieces of plumbing: the probe that decides whether torch's grouped matmul
+may run the experts, and the mapping between Hugging Face's config.json and MoSTConfig.
 
 Only torch (and the standard library) is imported. Names follow DeepSeek-V2's config.json and
 Hugging Face's DeepseekV2 code where they exist, so weights map across with few renames.
@@ -16,14 +19,19 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 ROUTING_MODES = ("modality", "vanilla", "dense")
-DISPATCH_MODES = ("sorted", "reference")
+# how an MoE layer runs its experts: "sorted" groups tokens by expert and runs them in one grouped
+# matmul where torch has one for this device and dtype (else "loop"); "loop" is the same grouping
+# with one matmul per expert; "reference" is the readable per-expert loop the others are tested against
+DISPATCH_MODES = ("sorted", "loop", "reference")
 TEXT, AUDIO = 0, 1  # modality ids
 
 # MoST's rope_scaling, as in its config.json: YaRN stretches 4k-token RoPE to 40 x 4k = 160k.
@@ -72,7 +80,7 @@ class MoSTConfig:
     routed_scaling_factor: float = 1.0
     aux_loss_alpha: float = 0.001           # weight of the sequence-level balance loss
     routing: str = "modality"               # "modality" (MoST), "vanilla" (DeepSeek), "dense"
-    dispatch: str = "sorted"                # "sorted" (fast) or "reference" (one loop per expert)
+    dispatch: str = "sorted"                # "sorted" (fast), "loop" or "reference": see DISPATCH_MODES
 
     def __post_init__(self):
         def need(ok, msg):
@@ -154,10 +162,15 @@ class MoSTConfig:
 
     @classmethod
     def from_json(cls, path, **overrides) -> MoSTConfig:
-        """MoST's (or DeepSeek-V2's) config.json -> MoSTConfig; the key mapping is in convert.py."""
-        from .convert import config_from_dict  # like nanoGPT's from_pretrained: plumbing stays out
-        with open(path) as f:
-            return config_from_dict(json.load(f), **overrides)
+        """MoST's (or DeepSeek-V2's) config.json -> MoSTConfig (the key mapping: config_from_dict)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no config file at {path}: give the path of a MoST or DeepSeek-V2 config.json")
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON ({e}): is it a config.json?") from e
+        return config_from_dict(d, **overrides)
 
 
 # Presets. Vocabulary of toy/small: bytes 0-255, specials 256-319 (pad 256, bos 257, eos 258; the
@@ -237,6 +250,25 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
 
 
+def rope_cos_sin(cfg: MoSTConfig, seen: torch.Tensor, past: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (B, T, dr/2) for the last T = S - past of the S tokens in `seen` (B, S), the
+    mask of real tokens so far. Positions count real tokens only, so left padding doesn't shift a
+    sequence."""
+    pos = (seen.long().cumsum(dim=1) - 1).clamp(min=0)[:, past:]              # (B, T)
+    angles = pos[..., None].float() * rope_inv_freq(cfg, seen.device)         # (B, T, dr/2)
+    rope_scale = yarn_scales(cfg)[0]
+    return angles.cos() * rope_scale, angles.sin() * rope_scale
+
+
+def causal_mask(seen: torch.Tensor, past: int) -> torch.Tensor:
+    """Which keys each of the last T = S - past queries may attend to: earlier real tokens, and
+    always itself, so a padding row stays finite. seen (B, S) -> (B, 1, T, S), one mask for all heads."""
+    S = seen.shape[1]
+    q_pos = torch.arange(past, S, device=seen.device)[:, None]                # (T, 1)
+    k_pos = torch.arange(S, device=seen.device)[None, :]                      # (1, S)
+    return (((k_pos <= q_pos) & seen[:, None, :]) | (k_pos == q_pos))[:, None]
+
+
 # ----------------------------------------------------------------------------------------------
 # attention: DeepSeek-V2's multi-head latent attention (MLA)
 
@@ -245,7 +277,10 @@ class KVCache:
     """MLA's inference cache. Per layer and token it keeps only the normalised latent c_kv
     (kv_lora_rank) and the roped shared key k_pe (qk_rope_head_dim): 512 + 64 = 576 values in
     `full`, where plain multi-head attention would keep K and V for 16 heads: 16 * (192 + 128)
-    = 5,120. Keys and values are rebuilt from the latent (kv_b_proj) at every step."""
+    = 5,120. Keys and values are rebuilt from the latent (kv_b_proj) at every step.
+
+    The cache owns its state, changed only by its methods. One forward of T new tokens:
+    extend_mask(valid) once, then every layer's append (through its view, layer(i)), then advance(T)."""
 
     def __init__(self, cfg: MoSTConfig, batch_size: int, max_len: int, device=None, dtype=torch.float32):
         if max_len > cfg.max_position_embeddings:
@@ -253,18 +288,46 @@ class KVCache:
         width = cfg.kv_lora_rank + cfg.qk_rope_head_dim
         self.latent = torch.zeros(cfg.num_hidden_layers, batch_size, max_len, width, device=device, dtype=dtype)
         self.mask = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)  # real (non-pad) tokens
-        self.length = 0  # tokens already stored
+        self.length = 0  # tokens stored in every layer
 
     @property
     def values_per_token_per_layer(self) -> int:
         return self.latent.shape[-1]
 
-    def update(self, layer: int, latent: torch.Tensor) -> torch.Tensor:
-        """Store this forward's latents (B, T, rank + dr); return all so far (B, S, rank + dr).
-        The store is detached; the current chunk keeps its graph, so the cache works under grad."""
+    def extend_mask(self, valid: torch.Tensor) -> torch.Tensor:
+        """Record which of the next T tokens are real (B, T); return the mask of all S so far (B, S)."""
+        end = self.length + valid.shape[1]
+        self.mask[:, self.length:end] = valid
+        return self.mask[:, :end]
+
+    def append(self, layer: int, latent: torch.Tensor) -> torch.Tensor:
+        """Store one layer's latents of the new tokens (B, T, rank + dr) after the `length` stored
+        ones; return all S of them (B, S, rank + dr). The store is detached; the new chunk keeps
+        its graph, so the cache also works under grad."""
         end = self.length + latent.shape[1]
         self.latent[layer, :, self.length:end] = latent.detach()
         return torch.cat([self.latent[layer, :, :self.length], latent], dim=1)
+
+    def advance(self, n: int) -> None:
+        """After every layer appended n tokens: they are now stored."""
+        self.length += n
+
+    def layer(self, i: int) -> LayerCache:
+        return LayerCache(self, i)
+
+    def update(self, layer: int, latent: torch.Tensor) -> torch.Tensor:
+        """0.3.0's name for append (kept for one release)."""
+        return self.append(layer, latent)
+
+
+@dataclass
+class LayerCache:
+    """One layer's view of a KVCache: all that its attention sees of the cache."""
+    cache: KVCache
+    index: int
+
+    def append(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.cache.append(self.index, latent)
 
 
 class MLA(nn.Module):
@@ -286,8 +349,10 @@ class MLA(nn.Module):
         # YaRN also sharpens attention: in full, 192^-0.5 x 1.59 = 0.114721 instead of 0.0722
         self.softmax_scale = cfg.qk_head_dim ** -0.5 * yarn_scales(cfg)[1]
 
-    def forward(self, x, cos, sin, attn_mask, layer: int, cache: KVCache | None = None):
-        cfg, (B, T, _) = self.cfg, x.shape
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], attn_mask: torch.Tensor,
+                cache: LayerCache | None = None) -> torch.Tensor:
+        """x (B, T, hidden), rope = (cos, sin) each (B, T, dr/2), attn_mask (B, 1, T, S) -> (B, T, hidden)."""
+        cfg, (B, T, _), (cos, sin) = self.cfg, x.shape, rope
         nh, dn, dr, dv = cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
         q_nope, q_pe = self.q_proj(x).view(B, T, nh, dn + dr).split([dn, dr], dim=-1)
         q_pe = apply_rope(q_pe, cos[:, :, None], sin[:, :, None])                 # (B, T, nh, dr)
@@ -295,7 +360,7 @@ class MLA(nn.Module):
         # what the cache stores: the normalised latent and the roped shared key, (B, T, rank + dr)
         latent = torch.cat([self.kv_a_layernorm(c_kv), apply_rope(k_pe, cos, sin)], dim=-1)
         if cache is not None:
-            latent = cache.update(layer, latent)                                  # (B, S, rank + dr)
+            latent = cache.append(latent)                                         # (B, S, rank + dr)
         S = latent.shape[1]
         c_kv, k_pe = latent.split([cfg.kv_lora_rank, dr], dim=-1)
         k_nope, v = self.kv_b_proj(c_kv).view(B, S, nh, dn + dv).split([dn, dv], dim=-1)
@@ -309,6 +374,21 @@ class MLA(nn.Module):
 # feed-forward: the SwiGLU MLP, routed experts, the modality-aware gate, the MoE layer
 
 
+class LayerOutput(NamedTuple):
+    """What a feed-forward layer (MLP or MoE) or a block computed. Only an MoE layer has a
+    balance loss and a routing; a dense one leaves them None."""
+    out: torch.Tensor                       # (B, T, hidden)
+    aux_loss: torch.Tensor | None = None    # the sequence-level balance loss (scalar)
+    routing: Routing | None = None          # what the router chose
+
+
+def swiglu(x, w_gate, w_up, w_down, scale=None):
+    """down(silu(gate(x)) * up(x)); `scale` (N, 1), if given, weights the hidden units, which equals
+    weighting the output, with less memory traffic."""
+    h = F.silu(F.linear(x, w_gate)) * F.linear(x, w_up)
+    return F.linear(h if scale is None else h * scale, w_down)
+
+
 class MLP(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x)). The dense layers, the shared experts, the dense arm."""
 
@@ -318,8 +398,22 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(hidden, inter, bias=False)
         self.down_proj = nn.Linear(inter, hidden, bias=False)
 
-    def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x: torch.Tensor, modality: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None) -> LayerOutput:
+        """x (..., hidden) -> LayerOutput(out (..., hidden)). modality and valid are not used (a
+        dense MLP treats every token alike): the call is the same as an MoE layer's."""
+        return LayerOutput(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
+
+
+def init_parameters(module: nn.Module, std: float) -> None:
+    """DeepSeek's init, by module type, for the module's own parameters: RMSNorm weights 1, every
+    other weight (linear, embedding, experts, router) ~ N(0, std). The one place weights are drawn."""
+    with torch.no_grad():
+        for p in module.parameters(recurse=False):
+            if isinstance(module, RMSNorm):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, std)
 
 
 class Experts(nn.Module):
@@ -327,18 +421,19 @@ class Experts(nn.Module):
 
     def __init__(self, n: int, hidden: int, inter: int, std: float):
         super().__init__()
-        self.gate_proj = nn.Parameter(torch.randn(n, inter, hidden) * std)
-        self.up_proj = nn.Parameter(torch.randn(n, inter, hidden) * std)
-        self.down_proj = nn.Parameter(torch.randn(n, hidden, inter) * std)
+        self.std = std
+        self.gate_proj = nn.Parameter(torch.empty(n, inter, hidden))
+        self.up_proj = nn.Parameter(torch.empty(n, inter, hidden))
+        self.down_proj = nn.Parameter(torch.empty(n, hidden, inter))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:     # as nn.Linear's: a usable layer on its own
+        init_parameters(self, self.std)
 
     def per_expert(self):
         # unbind once per forward: autograd then stacks the n gradients in one go, where
         # indexing weight[e] n times would build n full-size zero gradients
         return list(zip(self.gate_proj.unbind(0), self.up_proj.unbind(0), self.down_proj.unbind(0)))
-
-
-def swiglu(x, w_gate, w_up, w_down):
-    return F.linear(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up), w_down)
 
 
 class Gate(nn.Module):
@@ -347,9 +442,13 @@ class Gate(nn.Module):
     def __init__(self, cfg: MoSTConfig):
         super().__init__()
         self.cfg = cfg
-        self.weight = nn.Parameter(torch.randn(cfg.n_routed_experts, cfg.hidden_size) * cfg.initializer_range)
+        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.hidden_size))
+        self.reset_parameters()
 
-    def forward(self, x: torch.Tensor, modality: torch.Tensor):
+    def reset_parameters(self) -> None:
+        init_parameters(self, self.cfg.initializer_range)
+
+    def forward(self, x: torch.Tensor, modality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (N, hidden), modality (N,) -> expert ids (N, k), weights (N, k), masked scores (N, E)."""
         cfg = self.cfg
         with torch.autocast(x.device.type, enabled=False):      # fp32 as DeepSeek, even under autocast
@@ -392,7 +491,7 @@ def balance_loss(scores, ids, valid, alpha: float) -> torch.Tensor:
 @dataclass
 class Routing:
     """What one MoE layer decided (detached statistics). Padding holds expert id -1, weight 0."""
-    layer: int
+    layer: int | None         # the block's index (None for an MoE layer built on its own)
     expert_ids: torch.Tensor  # (B, T, k)
     weights: torch.Tensor     # (B, T, k), fp32
 
@@ -400,27 +499,29 @@ class Routing:
 class MoE(nn.Module):
     """Gate -> k routed experts per token (weighted) + the shared experts (every token)."""
 
-    def __init__(self, cfg: MoSTConfig):
+    def __init__(self, cfg: MoSTConfig, layer: int | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.layer = cfg, layer
         self.gate = Gate(cfg)
         self.experts = Experts(cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size, cfg.initializer_range)
         # the shared experts are one MLP n_shared times as wide, added for every token, no gate
         self.shared_experts = MLP(cfg.hidden_size, cfg.n_shared_experts * cfg.moe_intermediate_size) \
             if cfg.n_shared_experts > 0 else None
 
-    def forward(self, x, modality, valid, layer: int):
+    def forward(self, x: torch.Tensor, modality: torch.Tensor, valid: torch.Tensor) -> LayerOutput:
+        """x (B, T, hidden), modality (B, T) 0/1, valid (B, T) bool -> LayerOutput with the balance
+        loss and the routing."""
         B, T, H = x.shape
         flat = x.reshape(B * T, H)
         ids, weights, scores = self.gate(flat, modality.reshape(-1))
         aux = balance_loss(scores.view(B, T, -1), ids.view(B, T, -1), valid, self.cfg.aux_loss_alpha)
         pad = ~valid.reshape(-1, 1)
         ids, weights = ids.masked_fill(pad, -1), weights.masked_fill(pad, 0.0)  # pads go to no expert
-        dispatch = self.dispatch_sorted if self.cfg.dispatch == "sorted" else self.dispatch_reference
+        dispatch = self.dispatch_reference if self.cfg.dispatch == "reference" else self.dispatch_sorted
         y = dispatch(flat, ids, weights)
         if self.shared_experts is not None:
-            y = y + self.shared_experts(flat)
-        return y.view(B, T, H), aux, Routing(layer, ids.view(B, T, -1), weights.detach().view(B, T, -1))
+            y = y + self.shared_experts(flat).out
+        return LayerOutput(y.view(B, T, H), aux, Routing(self.layer, ids.view(B, T, -1), weights.detach().view(B, T, -1)))
 
     def dispatch_reference(self, x, ids, weights):
         """Readable: for each expert, find its tokens, run them, add back weighted."""
@@ -435,58 +536,37 @@ class MoE(nn.Module):
 
     def dispatch_sorted(self, x, ids, weights):
         """Fast: sort the (token, slot) pairs by expert once, so each expert's tokens form one
-        contiguous slice; run all experts as one grouped matmul (or a loop over the slices);
-        scatter back with one index_add. Same sums as the reference."""
+        contiguous slice; run the experts on their slices; scatter back with one index_add.
+        Same sums as the reference. x (N, H), ids and weights (N, k) -> (N, H)."""
         k = ids.shape[1]
         flat_ids = ids.flatten()                                        # (N*k,)
         n_pad = int((flat_ids < 0).sum())
         order = flat_ids.argsort(stable=True)[n_pad:]                   # pads (-1) sort first: drop them
         if len(order) == 0:
             return torch.zeros_like(x)
-        counts = torch.bincount(flat_ids[order], minlength=self.cfg.n_routed_experts)  # (E,)
-        token = order // k
+        counts = torch.bincount(flat_ids[order], minlength=self.cfg.n_routed_experts)  # (E,) tokens per expert
+        token = order // k                                              # (M,) the token of each pair
         xs = x.index_select(0, token)                                   # (M, H), grouped by expert
         ws = weights.flatten()[order, None].to(x.dtype)                 # (M, 1)
-        # weighting the inter-wide hidden equals weighting the output, with less memory traffic
-        ex = self.experts
-        # (CUDA's kernel also needs 16-byte aligned rows: widths that are multiples of 8 in bf16)
-        aligned = x.device.type == "cpu" or (x.shape[1] % 8 == 0 and ex.gate_proj.shape[1] % 8 == 0)
-        if aligned and use_grouped_mm(x):
-            offs = counts.cumsum(0).to(torch.int32)                     # end of each expert's slice
-            h = F.silu(torch._grouped_mm(xs, ex.gate_proj.transpose(1, 2), offs=offs)) \
-                * torch._grouped_mm(xs, ex.up_proj.transpose(1, 2), offs=offs)
-            ys = torch._grouped_mm(h * ws, ex.down_proj.transpose(1, 2), offs=offs)
+        if self.cfg.dispatch == "sorted" and use_grouped_mm(x, self.cfg.moe_intermediate_size):
+            ys = self._grouped_experts(xs, ws, counts)
         else:
-            counts = counts.tolist()
-            ys = torch.cat([F.linear(F.silu(F.linear(c, g)) * F.linear(c, u) * w, d)
-                            for c, w, (g, u, d) in zip(xs.split(counts), ws.split(counts), ex.per_expert()) if len(c)])
+            ys = self._looped_experts(xs, ws, counts)
         return torch.zeros_like(x).index_add_(0, token, ys.to(x.dtype))   # autocast may have made ys bf16
 
+    def _grouped_experts(self, xs, ws, counts):
+        """All experts in one grouped matmul per projection; expert e's rows end at offs[e]."""
+        ex = self.experts
+        offs = counts.cumsum(0).to(torch.int32)
+        h = F.silu(torch._grouped_mm(xs, ex.gate_proj.transpose(1, 2), offs=offs)) \
+            * torch._grouped_mm(xs, ex.up_proj.transpose(1, 2), offs=offs)
+        return torch._grouped_mm(h * ws, ex.down_proj.transpose(1, 2), offs=offs)
 
-def use_grouped_mm(x: torch.Tensor) -> bool:
-    # torch._grouped_mm runs every expert's matmul in one call, and its backward writes the stacked
-    # expert gradients directly (2.4x faster than the loop at full width on CPU). It is a private op
-    # whose support varies by build and device (CUDA: bf16 on recent GPUs), so a probe checks it once
-    # per device and dtype against plain matmuls; where it fails, the loop over sorted slices runs.
-    ok_dtype = x.dtype == torch.bfloat16 or (x.device.type == "cpu" and x.dtype == torch.float32)
-    return ok_dtype and _grouped_mm_works(x.device.type, x.device.index, x.dtype)
-
-
-@functools.cache
-def _grouped_mm_works(device_type: str, index: int | None, dtype: torch.dtype) -> bool:
-    g = torch.Generator().manual_seed(0)                                  # not the global RNG
-    try:  # everything inside: on an unusual device (meta, ...) even autocast may refuse
-        dev = torch.device(device_type, index) if index is not None else torch.device(device_type)
-        # the first call may come under autocast: probe the op itself, in the dtype asked about
-        with torch.autocast(device_type, enabled=False):
-            x = torch.randn(48, 32, generator=g).to(dev, dtype)
-            w = torch.randn(3, 16, 32, generator=g).to(dev, dtype)        # stored (E, out, in), as Experts
-            offs = torch.tensor([16, 40, 48], dtype=torch.int32, device=dev)   # uneven groups
-            got = torch._grouped_mm(x, w.transpose(1, 2), offs=offs).float()
-            want = torch.cat([x[a:b].float() @ w[e].float().T for e, (a, b) in enumerate([(0, 16), (16, 40), (40, 48)])])
-            return bool(torch.allclose(got, want, atol=0.1, rtol=0.02))
-    except (AttributeError, RuntimeError, NotImplementedError, TypeError, ValueError):
-        return False
+    def _looped_experts(self, xs, ws, counts):
+        """One SwiGLU per expert on its slice (idle experts skipped)."""
+        counts = counts.tolist()
+        return torch.cat([swiglu(c, g, u, d, scale=w)
+                          for c, w, (g, u, d) in zip(xs.split(counts), ws.split(counts), self.experts.per_expert()) if len(c)])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -494,6 +574,9 @@ def _grouped_mm_works(device_type: str, index: int | None, dtype: torch.dtype) -
 
 
 class Block(nn.Module):
+    """Pre-norm: x + attention(norm(x)), then x + feed_forward(norm(x)); the feed-forward is a
+    dense MLP (the first layers, and every layer of the dense arm) or an MoE layer."""
+
     def __init__(self, cfg: MoSTConfig, layer: int):
         super().__init__()
         self.layer = layer
@@ -501,21 +584,40 @@ class Block(nn.Module):
         self.self_attn = MLA(cfg)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         if cfg.is_moe_layer(layer):
-            self.mlp = MoE(cfg)
+            self.mlp = MoE(cfg, layer)
         elif layer < cfg.first_k_dense_replace:
             self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size)
         else:  # routing="dense": the fair dense baseline in place of an MoE layer
             self.mlp = MLP(cfg.hidden_size, cfg.dense_arm_intermediate_size)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, attn_mask, modality, valid, cache=None):
-        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, self.layer, cache))
-        h = self.post_attention_layernorm(x)
-        if isinstance(self.mlp, MoE):
-            out, aux, routing = self.mlp(h, modality, valid, self.layer)
-        else:
-            out, aux, routing = self.mlp(h), None, None
-        return x + self.drop(out), aux, routing
+    def forward(self, x: torch.Tensor, *, rope: tuple[torch.Tensor, torch.Tensor], attn_mask: torch.Tensor,
+                modality: torch.Tensor, valid: torch.Tensor, cache: LayerCache | None = None) -> LayerOutput:
+        """x (B, T, hidden) -> LayerOutput(the new x, the MoE layer's balance loss and routing)."""
+        x = x + self.drop(self.self_attn(self.input_layernorm(x), rope, attn_mask, cache))
+        ffn = self.mlp(self.post_attention_layernorm(x), modality, valid)   # MLP or MoE: the same call
+        return ffn._replace(out=x + self.drop(ffn.out))
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the targets that are not -100, never at padding."""
+    targets = targets.masked_fill(~valid, -100)
+    if not (targets != -100).any():
+        raise ValueError("targets has no position to learn from: every target is -100 or padding")
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+
+def next_token(logits: torch.Tensor, temperature: float, top_k: int | None,
+               generator: torch.Generator | None) -> torch.Tensor:
+    """One id per row of logits (B, vocab): the argmax at temperature 0, else a sample from
+    softmax(logits / temperature), optionally among the top_k ids only."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:  # keep exactly the k best ids (ties broken by topk)
+        keep = logits.topk(min(top_k, logits.shape[-1]), dim=-1).indices
+        logits = torch.full_like(logits, float("-inf")).scatter(1, keep, logits.gather(1, keep))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
 
 
 @dataclass
@@ -539,12 +641,10 @@ class MoST(nn.Module):
 
     @torch.no_grad()
     def init_weights(self):
-        """DeepSeek's init: every matrix ~ N(0, 0.02), norms 1. Call again after to_empty()."""
-        for name, p in self.named_parameters():
-            if "layernorm" in name or name.startswith("norm"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, self.config.initializer_range)
+        """DeepSeek's init, module by module (init_parameters): every matrix ~ N(0, 0.02), norms 1.
+        Call again after to_empty()."""
+        for module in self.modules():
+            init_parameters(module, self.config.initializer_range)
 
     def num_params(self) -> dict:
         """Total and per-token active parameters (works on the meta device)."""
@@ -555,46 +655,27 @@ class MoST(nn.Module):
         return {"total": total, "active": active,
                 "active_without_input_embedding": active - self.embed_tokens.weight.numel()}
 
-    def forward(self, tokens, modality=None, targets=None, attention_mask=None, cache: KVCache | None = None) -> MoSTOutput:
+    def forward(self, tokens: torch.Tensor, modality: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> MoSTOutput:
         """tokens (B, T) ids; modality (B, T) 0/1, default from the ids; targets (B, T): the id
         that should follow each position (-100: no loss); attention_mask (B, T): 1 real, 0 pad
         (any side); cache: a KVCache to extend (generation)."""
-        cfg = self.config
         modality, valid, targets = self._check_inputs(tokens, modality, targets, attention_mask, cache)
-        B, T = tokens.shape
         past = cache.length if cache is not None else 0
-        if cache is not None:
-            cache.mask[:, past:past + T] = valid
-            full_valid = cache.mask[:, :past + T]                                 # (B, S)
-        else:
-            full_valid = valid
-        # positions count real tokens only, so left padding doesn't shift a sequence
-        pos = (full_valid.long().cumsum(dim=1) - 1).clamp(min=0)[:, past:]        # (B, T)
-        angles = pos[..., None].float() * rope_inv_freq(cfg, tokens.device)       # (B, T, dr/2)
-        rope_scale = yarn_scales(cfg)[0]
-        cos, sin = angles.cos() * rope_scale, angles.sin() * rope_scale
-        # causal mask over real keys; each query may always see itself, so pad rows stay finite
-        q_pos = past + torch.arange(T, device=tokens.device)[:, None]             # (T, 1)
-        k_pos = torch.arange(past + T, device=tokens.device)[None, :]             # (1, S)
-        attn_mask = ((k_pos <= q_pos) & full_valid[:, None, :]) | (k_pos == q_pos)  # (B, T, S)
-        attn_mask = attn_mask[:, None]                                            # (B, 1, T, S): all heads
+        seen = cache.extend_mask(valid) if cache is not None else valid           # (B, S) real tokens so far
+        rope, attn_mask = rope_cos_sin(self.config, seen, past), causal_mask(seen, past)
 
-        x = self.drop(self.embed_tokens(tokens))
+        x = self.drop(self.embed_tokens(tokens))                                  # (B, T, hidden)
         aux_loss, routing = x.new_zeros((), dtype=torch.float32), []
-        for block in self.layers:
-            x, aux, r = block(x, cos, sin, attn_mask, modality, valid, cache)
+        for i, block in enumerate(self.layers):
+            x, aux, r = block(x, rope=rope, attn_mask=attn_mask, modality=modality, valid=valid,
+                              cache=cache.layer(i) if cache is not None else None)
             if r is not None:
                 aux_loss, routing = aux_loss + aux, routing + [r]
         logits = self.lm_head(self.norm(x))                                       # (B, T, vocab)
         if cache is not None:
-            cache.length += T
-
-        loss = None
-        if targets is not None:
-            targets = targets.masked_fill(~valid, -100)  # never learn at padding
-            if not (targets != -100).any():
-                raise ValueError("targets has no position to learn from: every target is -100 or padding")
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+            cache.advance(tokens.shape[1])
+        loss = None if targets is None else lm_loss(logits, targets, valid)
         return MoSTOutput(logits, loss, aux_loss, routing)
 
     def _check_inputs(self, tokens, modality, targets, attention_mask, cache):
@@ -670,14 +751,7 @@ class MoST(nn.Module):
             start = cache.length if cache is not None else 0  # with a cache, feed only the new ids
             logits = self(seq[:, start:], seq_mod[:, start:], attention_mask=seq_valid[:, start:],
                           cache=cache).logits[:, -1].float()                     # (B, vocab)
-            if temperature == 0:
-                nxt = logits.argmax(dim=-1)
-            else:
-                logits = logits / temperature
-                if top_k is not None:  # keep exactly the k best ids (ties broken by topk)
-                    keep = logits.topk(min(top_k, logits.shape[-1]), dim=-1).indices
-                    logits = torch.full_like(logits, float("-inf")).scatter(1, keep, logits.gather(1, keep))
-                nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+            nxt = next_token(logits, temperature, top_k, generator)
             nxt = nxt.masked_fill(done, cfg.pad_token_id)  # finished rows emit padding
             out[:, i] = nxt
             if stop_at_eos:
@@ -688,3 +762,109 @@ class MoST(nn.Module):
             seq_mod = torch.cat([seq_mod, cfg.token_modality(nxt[:, None])], dim=1)
             seq_valid = F.pad(seq_valid, (0, 1), value=True)
         return out
+
+
+# ----------------------------------------------------------------------------------------------
+# plumbing 1: may torch's grouped matmul run the experts here?
+
+
+def use_grouped_mm(x: torch.Tensor, inter: int) -> bool:
+    """Whether the sorted dispatch runs the experts (width `inter`) on tokens x (N, hidden) with
+    torch._grouped_mm. It runs every expert's matmul in one call, and its backward writes the
+    stacked expert gradients directly. It is a private op whose support varies by build and device
+    (CUDA: bf16 on recent GPUs, with 16-byte aligned rows), so a probe checks it once per device and
+    dtype against plain matmuls; where it fails, the loop over sorted slices runs instead."""
+    ok_dtype = x.dtype == torch.bfloat16 or (x.device.type == "cpu" and x.dtype == torch.float32)
+    aligned = x.device.type == "cpu" or (x.shape[-1] % 8 == 0 and inter % 8 == 0)
+    return ok_dtype and aligned and _grouped_mm_works(x.device.type, x.device.index, x.dtype)
+
+
+@functools.cache
+def _grouped_mm_works(device_type: str, index: int | None, dtype: torch.dtype) -> bool:
+    g = torch.Generator().manual_seed(0)                                  # not the global RNG
+    try:  # everything inside: on an unusual device (meta, ...) even autocast may refuse
+        dev = torch.device(device_type, index) if index is not None else torch.device(device_type)
+        # the first call may come under autocast: probe the op itself, in the dtype asked about
+        with torch.autocast(device_type, enabled=False):
+            x = torch.randn(48, 32, generator=g).to(dev, dtype)
+            w = torch.randn(3, 16, 32, generator=g).to(dev, dtype)        # stored (E, out, in), as Experts
+            offs = torch.tensor([16, 40, 48], dtype=torch.int32, device=dev)   # uneven groups
+            got = torch._grouped_mm(x, w.transpose(1, 2), offs=offs).float()
+            want = torch.cat([x[a:b].float() @ w[e].float().T for e, (a, b) in enumerate([(0, 16), (16, 40), (40, 48)])])
+            return bool(torch.allclose(got, want, atol=0.1, rtol=0.02))
+    except (AttributeError, RuntimeError, NotImplementedError, TypeError, ValueError):
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# plumbing 2: Hugging Face's config.json <-> MoSTConfig
+#
+# MoSTConfig keeps DeepSeek's field names, so most keys map one to one; MoST's text/audio expert
+# index lists become the split n_text_experts / n_audio_experts; keys for features mini-MoST does
+# not implement (query compression, group-limited routing, ...) must hold their neutral value.
+
+# key -> the values mini-MoST implements; the first is what config_to_dict (convert.py) writes.
+# num_key_value_heads must equal num_attention_heads (MLA has no grouped keys): checked apart.
+NEUTRAL_KEYS = {"attention_bias": (False,), "attention_dropout": (0.0,), "hidden_act": ("silu",), "moe_layer_freq": (1,),
+                "n_group": (1, None), "topk_group": (1, None), "topk_method": ("greedy",), "scoring_func": ("softmax",),
+                "seq_aux": (True,), "pretraining_tp": (1,), "tie_word_embeddings": (False,), "q_lora_rank": (None,),
+                "ep_size": (1,), "mlp_bias": (False,)}
+# keys that describe the file, not the model
+IGNORED_KEYS = {"architectures", "auto_map", "model_type", "torch_dtype", "dtype", "transformers_version",
+                "use_cache", "_name_or_path", "output_router_logits"}
+
+
+def config_from_dict(d: dict, **overrides) -> MoSTConfig:
+    """A MoST or DeepSeek-V2 config.json (as a dict) -> MoSTConfig; what we can't model raises.
+    Without MoST's keys (plain DeepSeek-V2) routing is "vanilla", split half-half by index.
+    A dict of MoSTConfig's own fields (dataclasses.asdict) round-trips."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a config must be a JSON object (dict), got {type(d).__name__}")
+    d, names = dict(d), {f.name for f in fields(MoSTConfig)}
+    fixed = {**NEUTRAL_KEYS, "num_key_value_heads": (d.get("num_attention_heads", MoSTConfig.num_attention_heads),)}
+    for key, allowed in fixed.items():
+        if key in d and d.pop(key) not in allowed:
+            raise ValueError(f"config key {key!r} must be {allowed[0]!r}: mini-MoST implements only that "
+                             "(full DeepSeek-V2's query compression and group-limited routing are out of scope)")
+    kw = {k: d.pop(k) for k in list(d) if k in names}
+    # transformers 5 also writes derived sizes: they must agree with the ones they derive from
+    rope_dim = kw.get("qk_rope_head_dim", MoSTConfig.qk_rope_head_dim)
+    derived = {"qk_head_dim": kw.get("qk_nope_head_dim", MoSTConfig.qk_nope_head_dim) + rope_dim, "head_dim": rope_dim}
+    for key, value in derived.items():
+        if key in d and d.pop(key) != value:
+            raise ValueError(f"config key {key!r} disagrees with qk_nope_head_dim/qk_rope_head_dim (expected {value})")
+    if kw.get("pad_token_id") is None:  # DeepSeek has no pad token (null in config.json): pads are masked anyway
+        kw["pad_token_id"] = kw.get("eos_token_id", MoSTConfig.eos_token_id)
+    kw.setdefault("routing", "modality" if d.pop("use_modality_aware_routing", False) else "vanilla")
+    if "n_text_experts" not in kw and "n_audio_experts" not in kw:
+        n = kw.get("n_routed_experts", MoSTConfig.n_routed_experts)
+        kw["n_text_experts"], kw["n_audio_experts"] = n - n // 2, n // 2
+    if "text_expert_indices" in d or "audio_expert_indices" in d:
+        text, audio = d.pop("text_expert_indices", []), d.pop("audio_expert_indices", [])
+        if list(text) != list(range(len(text))) or list(audio) != list(range(len(text), len(text) + len(audio))):
+            raise ValueError("text_expert_indices must be 0..n_text-1 and audio_expert_indices the next "
+                             f"ids (contiguous, text first); got {text} and {audio}")
+        kw["n_text_experts"], kw["n_audio_experts"] = len(text), len(audio)
+    if "rope_parameters" in d:  # transformers v5 spelling: theta inside the scaling dict
+        rp = dict(d.pop("rope_parameters"))
+        kw["rope_theta"] = rp.pop("rope_theta", kw.get("rope_theta", 10000.0))
+        kw["rope_scaling"] = rp if rp.get("rope_type", rp.get("type")) == "yarn" else None
+    if set(d) - IGNORED_KEYS:
+        raise ValueError(f"unknown config keys {sorted(set(d) - IGNORED_KEYS)}; valid: {sorted(names | set(fixed))}"
+                         " plus use_modality_aware_routing, text_expert_indices, audio_expert_indices")
+    MoSTConfig.check_fields(overrides)
+    return MoSTConfig(**{**kw, **overrides})
+
+
+def config_to_dict(config: MoSTConfig) -> dict:
+    """MoSTConfig -> a config.json that transformers reads as DeepseekV2Config and config_from_dict
+    reads back exactly (MoST's own keys ride along: transformers keeps unknown keys)."""
+    d = asdict(config)
+    text = list(range(config.n_text_experts))
+    d.update({key: allowed[0] for key, allowed in NEUTRAL_KEYS.items()})
+    d.update({"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2",
+              "num_key_value_heads": config.num_attention_heads, "use_modality_aware_routing": config.routing == "modality",
+              "text_expert_indices": text, "audio_expert_indices": list(range(len(text), config.n_routed_experts))})
+    for k in ("n_text_experts", "n_audio_experts"):  # carried by the index lists
+        d.pop(k)
+    return d

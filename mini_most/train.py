@@ -21,8 +21,6 @@ Weights alone, in half precision for shipping, go through save_weights / load_we
 from __future__ import annotations
 
 import argparse
-import collections
-import functools
 import json
 import math
 import os
@@ -32,13 +30,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from .data import IGNORE, STAGE1_MIX, Corpus, Tokenizer, batches, load_corpus, task_stream
+from .corpus import Corpus, load_corpus
+from .evaluate import loss_by_modality, split_losses  # noqa: F401  (split_losses: 0.3.0 imported it from here)
 from .model import MoST, MoSTConfig
-from .utils import set_seed
-
-PRECISIONS = ("auto", "bf16", "fp32")
+from .tokens import IGNORE, STAGE1_MIX, Tokenizer, batches, task_stream
+from .utils import PRECISIONS, autocast, bf16_works, set_seed, uses_bf16  # noqa: F401  (uses_bf16: 0.3.0's home)
 
 
 @dataclass
@@ -78,35 +75,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-@functools.cache
-def bf16_works(device_type: str) -> bool:
-    """Whether bf16 autocast runs a matmul on this device type (old CPUs and builds may not)."""
-    try:
-        with torch.autocast(device_type, dtype=torch.bfloat16):
-            x = torch.ones(4, 4, device=device_type)   # no random numbers: the global RNG stays untouched
-            return bool(((x @ x) == 4).all())
-    except (RuntimeError, AssertionError):
-        return False
-
-
-def uses_bf16(precision: str, device_type: str) -> bool:
-    """Whether `precision` ("auto", "bf16", "fp32") means bf16 autocast on this device type."""
-    return precision == "bf16" or (precision == "auto" and bf16_works(device_type))
-
-
-def split_losses(logits, targets, config: MoSTConfig) -> dict:
-    """Summed cross-entropy, counts and argmax hits of the targets, split by what is predicted
-    (text or audio ids)."""
-    logits, targets = logits.flatten(0, 1).float(), targets.flatten()
-    ce = F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="none")
-    hit = logits.argmax(-1) == targets
-    trained = targets != IGNORE
-    audio = config.token_modality(targets).bool() & trained
-    text = trained & ~audio
-    return {"text_sum": ce[text].sum().item(), "text_n": int(text.sum()), "text_hit": int(hit[text].sum()),
-            "audio_sum": ce[audio].sum().item(), "audio_n": int(audio.sum()), "audio_hit": int(hit[audio].sum())}
-
-
 class Trainer:
     def __init__(self, model: MoST, corpus: Corpus, config: TrainConfig | None = None, tokenizer: Tokenizer | None = None):
         self.model, self.corpus = model, corpus
@@ -122,12 +90,11 @@ class Trainer:
         self.history: list[dict] = []       # one row per step: loss, aux, lr, grad norm, tokens, seconds
         self.evals: list[dict] = []         # one row per validation
         self._stream = None
-        self._val = None
+        self._val = None                    # the fixed validation batches, built on first use
         # the trainer's own dropout stream, swapped in for its steps only, so two trainers (or a notebook's
         # other cells) never draw from each other's randomness; saved and restored with checkpoints
         self._rng = torch.Generator().manual_seed(self.config.seed).get_state()
         self._cuda_rng = None
-        self.autocast = uses_bf16(self.config.precision, self.device.type)
         if self.config.precision == "bf16" and not bf16_works(self.device.type):
             raise ValueError(f"bf16 autocast does not run on this {self.device.type}: use precision='fp32' or 'auto'")
 
@@ -143,8 +110,20 @@ class Trainer:
                 next(self._stream)
         return next(self._stream).to(self.device)
 
+    @property
+    def autocast(self) -> bool:
+        """Whether this trainer's forward passes run under bf16 autocast."""
+        return uses_bf16(self.config.precision, self.device.type)
+
+    def validation_batches(self) -> list:
+        """The fixed validation batches (same task mix, the validation split), built once."""
+        if self._val is None:
+            stream = self._batches("validation", seed=10_000 + self.config.seed)
+            self._val = [next(stream) for _ in range(self.config.eval_batches)]
+        return self._val
+
     def _forward(self, b):
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with autocast(self.device.type, self.config.precision):
             return self.model(b.tokens, b.modality, targets=b.targets, attention_mask=b.attention_mask)
 
     # --- training ---
@@ -212,25 +191,11 @@ class Trainer:
     def _logged_loss(self, out, b) -> float:
         return out.loss.item()
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
-        """Validation loss on fixed batches of the validation split (same task mix), overall and
-        split by target modality (text ids, audio ids)."""
-        if self._val is None:
-            stream = self._batches("validation", seed=10_000 + self.config.seed)
-            self._val = [next(stream) for _ in range(self.config.eval_batches)]
-        was_training = self.model.training
-        self.model.eval()
-        sums = collections.Counter()
-        for b in self._val:
-            b = b.to(self.device)
-            for k, v in split_losses(self._forward(b).logits, b.targets, self.model.config).items():
-                sums[k] += v
-        self.model.train(was_training)
-        n = sums["text_n"] + sums["audio_n"]
-        row = {"step": self.step, "loss": (sums["text_sum"] + sums["audio_sum"]) / n,
-               "text_loss": sums["text_sum"] / max(1, sums["text_n"]) if sums["text_n"] else float("nan"),
-               "audio_loss": sums["audio_sum"] / max(1, sums["audio_n"]) if sums["audio_n"] else float("nan")}
+        """Validation loss on the fixed validation batches, overall and split by target modality
+        (text ids, audio ids); appended to self.evals."""
+        stats = loss_by_modality(self.model, self.validation_batches(), self.config.precision)
+        row = {"step": self.step, "loss": stats["loss"], "text_loss": stats["text_loss"], "audio_loss": stats["audio_loss"]}
         self.evals.append(row)
         return row
 

@@ -1,4 +1,4 @@
-"""Reproducibility and the notebook scale switch.
+"""Reproducibility, the notebook scale switch, where the shipped data lives, and the precision switch.
 
 Every notebook runs at one of two scales, read from the environment variable MINI_MOST_SCALE:
 "classroom" (the default: what the committed notebooks show) or "smoke" (a few steps, set by
@@ -6,6 +6,8 @@ Every notebook runs at one of two scales, read from the environment variable MIN
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import random
 from pathlib import Path
@@ -39,3 +41,30 @@ def set_seed(seed: int) -> None:
         np.random.seed(seed)
     except ImportError:  # numpy is optional for the model itself
         pass
+
+
+# --- precision: "auto" (bf16 autocast where the device runs it), "bf16" or "fp32" ---
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@functools.cache
+def bf16_works(device_type: str) -> bool:
+    """Whether bf16 autocast runs a matmul on this device type (old CPUs and builds may not)."""
+    try:
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            x = torch.ones(4, 4, device=device_type)   # no random numbers: the global RNG stays untouched
+            return bool(((x @ x) == 4).all())
+    except (RuntimeError, AssertionError):
+        return False
+
+
+def uses_bf16(precision: str, device_type: str) -> bool:
+    """Whether `precision` ("auto", "bf16", "fp32") means bf16 autocast on this device type."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: choose one of {PRECISIONS}")
+    return precision == "bf16" or (precision == "auto" and bf16_works(device_type))
+
+
+def autocast(device_type: str, precision: str) -> contextlib.AbstractContextManager:
+    """The forward passes' precision: bf16 autocast where `precision` asks for it, else fp32."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=uses_bf16(precision, device_type))

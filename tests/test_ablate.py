@@ -27,15 +27,12 @@ from mini_most.ablate import (
     speak,
     summarize,
 )
-from mini_most.data import Batch, Tokenizer, load_corpus
+from mini_most.corpus import load_corpus
+from mini_most.tokens import Batch, Tokenizer
 from mini_most.train import Trainer
 
 CFG = AblationConfig(**SMOKE)
 
-
-@pytest.fixture(scope="module")
-def corpus():
-    return load_corpus()
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,14 @@
 
 import urllib.error
 import warnings
-from pathlib import Path
 
 import pytest
 import soundfile as sf
 import torch
 
+from mini_most import DATA_SAMPLES as DATA
 from mini_most import codec as codec_module
 from mini_most.codec import SHIPPED, CodecConversion, EncodecCodec, MelRVQCodec, load_codec, rvq_encode
-
-DATA = Path(__file__).parent.parent / "data_samples"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The corpus builder, on a handful of sentences (espeak-ng must be installed in CI)."""
+"""The corpus builder (mini_most.corpus), on a handful of sentences (espeak-ng must be installed in CI)."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 import soundfile as sf
 
-from mini_most import data
+from mini_most import corpus as data
 
 needs_espeak = pytest.mark.skipif(
     not data.espeak_available() and os.environ.get("CI") != "true",
@@ -86,4 +86,4 @@ def test_build_a_handful(tmp_path):
 def test_missing_espeak_says_how_to_install(monkeypatch):
     monkeypatch.setattr(data.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="apt-get install espeak-ng"):
-        data.speak("hello", "en-us", 160, 50)
+        data.espeak("hello", "en-us", 160, 50)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mini_most import MoST, MoSTConfig, set_seed
-from mini_most.data import load_corpus
+from mini_most.corpus import load_corpus
 from mini_most.distributed import load_sharded
 from mini_most.train import TrainConfig, Trainer
 
@@ -32,10 +32,6 @@ def one_process(steps):
     return Trainer(MoST(MoSTConfig.preset("toy")), load_corpus(),
                    TrainConfig(steps=steps, batch_size=8, lr=3e-3, warmup_steps=1, seed=0, eval_every=0, precision="fp32"))
 
-
-@pytest.fixture(scope="module")
-def corpus():
-    return load_corpus()
 
 
 def test_two_ranks_match_one_process_and_resume_on_one(tmp_path, corpus):

@@ -3,15 +3,15 @@
 import json
 import math
 import random
-from pathlib import Path
 
 import soundfile as sf
 import torch
 
-from mini_most import data
+from mini_most import DATA_SAMPLES
+from mini_most import corpus as data
 from mini_most.judge import SphinxJudge, bigram_arpa, wer
 
-SAMPLES = Path(__file__).parent.parent / "data_samples" / "corpus"
+SAMPLES = DATA_SAMPLES / "corpus"
 
 
 def parse_arpa(text):

@@ -7,7 +7,7 @@ from mini_most import MoST, MoSTConfig
 from mini_most.memory import TRAIN_BYTES_PER_PARAM, GiB, count_params, memory_estimate
 
 
-def test_full_matches_the_figures_quoted_in_the_issues():
+def test_full_matches_the_figures_in_the_readme():
     m = memory_estimate(MoSTConfig.preset("full"), context=4096, gpus=8)
     assert m.params == 15_706_484_224 and m.active_params == 2_661_150_208
     assert abs((m.weights + m.grads) / GiB - 58.5) < 0.05          # bf16 weights + grads

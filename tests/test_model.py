@@ -106,8 +106,8 @@ def test_shared_experts_see_every_token():
         for p in moe.experts.parameters():
             p.zero_()
     h = torch.randn(2, 30, cfg.hidden_size)
-    y, _, _ = moe(h, cfg.token_modality(tokens), torch.ones(2, 30, dtype=torch.bool), 1)
-    torch.testing.assert_close(y, moe.shared_experts(h))
+    y, _, _ = moe(h, cfg.token_modality(tokens), torch.ones(2, 30, dtype=torch.bool))
+    torch.testing.assert_close(y, moe.shared_experts(h).out)
     assert (y.abs().sum(-1) > 0).all()
 
 
@@ -208,20 +208,19 @@ def test_bad_configs_raise(overrides, words):
 
 # --- dispatch -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("grouped", [True, False], ids=["grouped_mm", "loop"])
+@pytest.mark.parametrize("dispatch", ["sorted", "loop"], ids=["grouped_mm", "loop"])
 @pytest.mark.parametrize("routing", ["modality", "vanilla"])
-def test_sorted_dispatch_matches_reference_outputs_and_gradients(routing, grouped, monkeypatch):
-    if grouped:
-        assert model_module.use_grouped_mm(torch.ones(1)), "this torch build has no CPU grouped matmul"
-    else:
-        monkeypatch.setattr(model_module, "use_grouped_mm", lambda x: False)
+def test_sorted_dispatch_matches_reference_outputs_and_gradients(routing, dispatch):
     cfg = MoSTConfig.preset("small", routing=routing)
+    if dispatch == "sorted":
+        assert model_module.use_grouped_mm(torch.ones(1, cfg.hidden_size), cfg.moe_intermediate_size), \
+            "this torch build has no CPU grouped matmul"
     set_seed(0)
     ref = MoE(replace(cfg, dispatch="reference"))
     torch.nn.init.normal_(ref.gate.weight, std=0.3)  # uneven loads, some experts idle
     for p in list(ref.experts.parameters()) + list(ref.shared_experts.parameters()):
         torch.nn.init.normal_(p, std=0.05)
-    fast = MoE(replace(cfg, dispatch="sorted"))
+    fast = MoE(replace(cfg, dispatch=dispatch))
     fast.load_state_dict(ref.state_dict())
     x = torch.randn(4, 50, cfg.hidden_size)
     modality = torch.randint(0, 2, (4, 50))
@@ -230,7 +229,7 @@ def test_sorted_dispatch_matches_reference_outputs_and_gradients(routing, groupe
     grads, outs = [], []
     for moe in (ref, fast):
         xi = x.clone().requires_grad_()
-        y, aux, _ = moe(xi, modality, valid, 1)
+        y, aux, _ = moe(xi, modality, valid)
         ((y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum() + aux).backward()
         outs.append(y)
         grads.append([xi.grad] + [p.grad for p in moe.parameters()])
@@ -245,21 +244,21 @@ def test_grouped_mm_probe_is_quiet_and_picks_dtypes():
     a = torch.rand(2)
     torch.manual_seed(0)
     model_module._grouped_mm_works.cache_clear()
-    assert model_module.use_grouped_mm(torch.ones(1))                   # fp32 on CPU: this build has it
+    use = model_module.use_grouped_mm
+    assert use(torch.ones(1, 64), 32)                                   # fp32 on CPU: this build has it
     assert torch.equal(torch.rand(2), a)                                # the probe drew no global random numbers
-    assert not model_module.use_grouped_mm(torch.ones(1, dtype=torch.float64))
-    assert not model_module.use_grouped_mm(torch.ones(1, dtype=torch.float16))
-    assert not model_module.use_grouped_mm(torch.ones(1, dtype=torch.bfloat16, device="meta"))   # falls back, no error
+    assert not use(torch.ones(1, 64, dtype=torch.float64), 32)
+    assert not use(torch.ones(1, 64, dtype=torch.float16), 32)
+    assert not use(torch.ones(1, 64, dtype=torch.bfloat16, device="meta"), 32)   # falls back, no error
+    assert not use(torch.ones(1, 60, dtype=torch.bfloat16, device="meta"), 32)   # off the CPU: rows must be 16-byte aligned
 
 
-@pytest.mark.parametrize("grouped", [True, False], ids=["grouped_mm", "loop"])
-def test_sorted_dispatch_under_bf16_autocast_even_as_the_first_call(grouped, monkeypatch):
+@pytest.mark.parametrize("dispatch", ["sorted", "loop"], ids=["grouped_mm", "loop"])
+def test_sorted_dispatch_under_bf16_autocast_even_as_the_first_call(dispatch):
     # the probe once ran under autocast, failed, and left the loop path, whose bf16 output then
     # met the fp32 residual stream in index_add_: both paths, first call under autocast
     model_module._grouped_mm_works.cache_clear()
-    if not grouped:
-        monkeypatch.setattr(model_module, "use_grouped_mm", lambda x: False)
-    cfg = MoSTConfig.preset("toy")
+    cfg = MoSTConfig.preset("toy", dispatch=dispatch)
     set_seed(0)
     moe = MoE(cfg)
     ref = MoE(replace(cfg, dispatch="reference"))
@@ -267,12 +266,12 @@ def test_sorted_dispatch_under_bf16_autocast_even_as_the_first_call(grouped, mon
     x, modality = torch.randn(2, 10, cfg.hidden_size), torch.randint(0, 2, (2, 10))
     valid = torch.ones(2, 10, dtype=torch.bool)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = moe(x, modality, valid, 1)[0]
-        y_ref = ref(x, modality, valid, 1)[0]
+        y = moe(x, modality, valid).out
+        y_ref = ref(x, modality, valid).out
     assert y.dtype == x.dtype and torch.isfinite(y).all()
     torch.testing.assert_close(y, y_ref, atol=2e-2, rtol=2e-2)
-    if grouped:
-        assert model_module.use_grouped_mm(x)                           # the probe, run under autocast, said yes
+    if dispatch == "sorted":
+        assert model_module.use_grouped_mm(x, cfg.moe_intermediate_size)   # the probe, run under autocast, said yes
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
@@ -286,8 +285,8 @@ def test_sorted_dispatch_on_gpu_matches_reference_in_bf16(routing):
     x = torch.randn(4, 64, cfg.hidden_size, device="cuda", dtype=torch.bfloat16)
     modality = torch.randint(0, 2, (4, 64), device="cuda")
     valid = torch.ones(4, 64, dtype=torch.bool, device="cuda")
-    print("grouped_mm on this GPU:", model_module.use_grouped_mm(x))
-    outs = [m(x, modality, valid, 1)[0].float() for m in (ref, fast)]
+    print("grouped_mm on this GPU:", model_module.use_grouped_mm(x, cfg.moe_intermediate_size))
+    outs = [m(x, modality, valid).out.float() for m in (ref, fast)]
     torch.testing.assert_close(outs[0], outs[1], atol=2e-2, rtol=2e-2)
 
 
@@ -302,10 +301,10 @@ def test_one_expert_top1_vanilla_is_exactly_a_dense_mlp():
         mlp.up_proj.weight.copy_(moe.experts.up_proj[0])
         mlp.down_proj.weight.copy_(moe.experts.down_proj[0])
     x = torch.randn(2, 20, cfg.hidden_size)
-    for dispatch in ("sorted", "reference"):
+    for dispatch in ("sorted", "loop", "reference"):
         moe.cfg = replace(cfg, dispatch=dispatch)
-        y, _, r = moe(x, torch.zeros(2, 20, dtype=torch.long), torch.ones(2, 20, dtype=torch.bool), 1)
-        assert torch.equal(y, mlp(x)), dispatch
+        y, _, r = moe(x, torch.zeros(2, 20, dtype=torch.long), torch.ones(2, 20, dtype=torch.bool))
+        assert torch.equal(y, mlp(x).out), dispatch
         assert (r.weights == 1).all()
 
 

@@ -6,15 +6,10 @@ import pytest
 import torch
 
 from mini_most import MoST, MoSTConfig, set_seed
-from mini_most.data import load_corpus
 from mini_most.train import TrainConfig, Trainer, bf16_works, load_weights, lr_at, main, save_weights
 
 TOY = MoSTConfig.preset("toy", dropout=0.1)      # dropout on: resume must restore its RNG too
 
-
-@pytest.fixture(scope="module")
-def corpus():
-    return load_corpus()
 
 
 def make(corpus, seed=0, **kw):

@@ -1,0 +1,286 @@
+"""The speech-text corpus: sentences from a small grammar, spoken by eSpeak NG.
+
+    python -m mini_most.corpus build --out build/corpus                 # 16,000 utterances, ~6 minutes
+    python -m mini_most.corpus build --out /tmp/c --utterances 12 --text-only 50
+    python -m mini_most.corpus encode --corpus build/corpus --out data_samples/corpus   # codes, for shipping
+
+Every sentence comes from the grammar below (written for mini-MoST, Apache-2.0), so the vocabulary
+stays small (under 100 words) and a classroom-sized model can learn to recognise it in minutes.
+Each utterance is one sentence spoken by espeak-ng with a random voice, speed and pitch, resampled
+to 16 kHz mono. Sentences, not utterances, are split into train / validation / test, so no test
+sentence is ever heard in training. A larger text-only part (train sentences only) feeds
+text-LM training. `manifest.json` records every utterance and the counts, durations and sizes.
+`encode` turns it into the compact pre-tokenized copy that ships in data_samples/corpus, which
+`load_corpus` reads without audio packages or espeak-ng. How the model eats it: tokens.py.
+
+eSpeak NG (Debian package `espeak-ng`) is GPL-3.0-or-later; the speech it generates is its
+output, used here as data. Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import random
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .utils import DATA_SAMPLES
+
+SAMPLE_RATE = 16_000
+GAIN = 0.9
+SHIPPED_CORPUS = DATA_SAMPLES / "corpus"
+
+# --- the grammar: few choices per slot keep the vocabulary small and the task learnable ---
+WORDS = {
+    "adj": "red green blue small big old new happy quiet warm".split(),
+    "noun": "dog cat bird fish horse girl boy teacher farmer baker".split(),
+    "thing": "ball book cup hat box kite chair lamp key coat".split(),
+    "things": "balls books cups hats boxes kites chairs lamps keys coats".split(),
+    "place": "park house garden school market river kitchen station".split(),
+    "name": "anna tom mia sam lucy ben nora jack".split(),
+    "verb_past": "saw found took made moved washed painted carried".split(),
+    "count": "two three four five six seven".split(),
+    "prep": "under near behind inside".split(),
+    "weather": "cold warm sunny windy rainy cloudy".split(),
+    "time": "today tonight now again".split(),
+    "verb_imp": "bring open close clean find take".split(),
+}
+TEMPLATES = [
+    "the {adj} {noun} {verb_past} the {thing}",
+    "{name} {verb_past} {count} {adj} {things}",
+    "a {noun} is {prep} the {place}",
+    "please {verb_imp} the {adj} {thing}",
+    "{name} and {name} went to the {place}",
+    "it is {weather} in the {place} {time}",
+    "the {noun} {verb_past} a {thing} {prep} the {place}",
+]
+# voices x variants x speeds x pitches: 7 x 8 x 3 x 3 = 504 speakers
+VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
+VARIANTS = ["m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4"]
+SPEEDS = [140, 165, 190]   # words per minute
+PITCHES = [35, 50, 65]     # 0-99
+SPLITS = {"train": 0.90, "validation": 0.05, "test": 0.05}
+
+
+def sentence(rng: random.Random) -> str:
+    template = rng.choice(TEMPLATES)
+    out = template
+    for slot in WORDS:
+        while "{" + slot + "}" in out:
+            out = out.replace("{" + slot + "}", rng.choice(WORDS[slot]), 1)
+    return out
+
+
+def vocabulary() -> list[str]:
+    fixed_words = {w for t in TEMPLATES for w in t.split() if "{" not in w}  # "the", "went", ...
+    return sorted({w for ws in WORDS.values() for w in ws} | fixed_words)
+
+
+def split_of(text: str) -> str:
+    """A sentence's split, fixed by a hash of its text: the same sentence is always in the same split."""
+    u = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 16**8
+    return "train" if u < SPLITS["train"] else "validation" if u < SPLITS["train"] + SPLITS["validation"] else "test"
+
+
+def espeak_available() -> bool:
+    return shutil.which("espeak-ng") is not None
+
+
+def espeak_version() -> str:
+    """The version line of the installed espeak-ng (audio differs between versions)."""
+    if not espeak_available():
+        return "not installed"
+    return subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.split("Data at")[0].strip()
+
+
+def espeak(text: str, voice: str, speed: int, pitch: int) -> torch.Tensor:
+    """espeak-ng's speech for `text`, as a 16 kHz mono float waveform (T,) in [-1, 1]."""
+    import soundfile as sf  # audio packages only where audio is made
+    import torchaudio.functional as AF
+    if not espeak_available():
+        raise RuntimeError("espeak-ng is not installed: `apt-get install espeak-ng` (Debian/Ubuntu) "
+                           "or `brew install espeak-ng` (macOS), then run the build again")
+    wav_bytes = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+                               check=True, capture_output=True).stdout
+    wav, sr = sf.read(io.BytesIO(wav_bytes), dtype="float32")
+    # resampling overshoots espeak's full-scale peaks a little (up to 1.014): leave headroom
+    return GAIN * AF.resample(torch.from_numpy(wav), sr, SAMPLE_RATE)
+
+
+def build(out: Path, utterances: int, text_only: int, seed: int = 0, progress: bool = True) -> dict:
+    """Write out/wav/<split>/<id>.wav, out/text_only.txt and out/manifest.json; return the manifest."""
+    import soundfile as sf
+    from tqdm import tqdm
+    rng = random.Random(seed)
+    out = Path(out)
+    items, start = [], time.perf_counter()
+    for i in tqdm(range(utterances), desc="speaking", disable=not progress):
+        text = sentence(rng)
+        voice = f"{rng.choice(VOICES)}+{rng.choice(VARIANTS)}"
+        speed, pitch = rng.choice(SPEEDS), rng.choice(PITCHES)
+        split = split_of(text)
+        path = out / "wav" / split / f"{i:06d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wav = espeak(text, voice, speed, pitch)
+        sf.write(path, wav.numpy(), SAMPLE_RATE, subtype="PCM_16")
+        items.append({"id": f"{i:06d}", "split": split, "text": text, "voice": voice, "speed": speed,
+                      "pitch": pitch, "seconds": round(len(wav) / SAMPLE_RATE, 3),
+                      "path": str(path.relative_to(out))})
+    # text-only sentences: from the train split only, so no validation/test sentence leaks in
+    texts = []
+    while len(texts) < text_only:
+        s = sentence(rng)
+        if split_of(s) == "train":
+            texts.append(s)
+    (out / "text_only.txt").write_text("\n".join(texts) + "\n")
+    manifest = {
+        "sample_rate": SAMPLE_RATE, "seed": seed, "espeak_ng": espeak_version(), "gain": GAIN,
+        "seconds_to_build": round(time.perf_counter() - start, 1),
+        "splits": {s: {"utterances": sum(it["split"] == s for it in items),
+                       "sentences": len({it["text"] for it in items if it["split"] == s}),
+                       "hours": round(sum(it["seconds"] for it in items if it["split"] == s) / 3600, 4)}
+                   for s in SPLITS},
+        "text_only_sentences": len(texts),
+        "vocabulary_words": len(vocabulary()),
+        "bytes": sum((out / it["path"]).stat().st_size for it in items),
+        "licences": {"sentences": "mini-MoST grammar, Apache-2.0",
+                     "speech": "generated by eSpeak NG (GPL-3.0-or-later program); its output, used as data"},
+        "utterances": items,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def export_samples(corpus: Path, out: Path, per_split: int = 12) -> dict:
+    """Copy a few held-out utterances (validation and test) for listening, with the corpus summary."""
+    corpus, out = Path(corpus), Path(out)
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    (out / "wav").mkdir(parents=True, exist_ok=True)
+    chosen = []
+    for split in ("validation", "test"):
+        items = [it for it in manifest["utterances"] if it["split"] == split][:per_split]
+        for it in items:
+            name = f"{split}_{it['id']}.wav"
+            shutil.copyfile(corpus / it["path"], out / "wav" / name)
+            chosen.append(dict(it, path=f"wav/{name}"))
+    summary = {k: v for k, v in manifest.items() if k != "utterances"}
+    summary["command"] = "python -m mini_most.corpus build --out build/corpus"
+    samples = {"corpus": summary, "utterances": chosen}
+    (out / "samples.json").write_text(json.dumps(samples, indent=1))
+    return samples
+
+
+# ----------------------------------------------------------------------------------------------
+# the pre-tokenized corpus that ships in data_samples/corpus (codes as int16, texts as JSON)
+
+
+@dataclass
+class Utterance:
+    id: str
+    split: str              # train | validation | test (by sentence: no test sentence is heard in training)
+    text: str
+    codes: torch.Tensor     # (K, F) int64 codec codes, K = 2 codebooks, F = 50 frames per second
+    seconds: float
+    speaker: str            # "<voice>+<variant> <speed> wpm pitch <p>"
+
+
+@dataclass
+class Corpus:
+    utterances: list[Utterance]
+    text_only: list[str]    # train sentences without audio, for text-LM training
+    codec: dict             # which codec made the codes: its config and frame rate
+    info: dict              # the build's manifest summary (counts, hours, licences)
+
+    def split(self, name: str) -> list[Utterance]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}: choose one of {list(SPLITS)}")
+        return [u for u in self.utterances if u.split == name]
+
+
+def encode_corpus(corpus: Path, out: Path, codec=None, progress: bool = True) -> dict:
+    """Encode every utterance of a built corpus with the shipped codec and write out/codes.safetensors
+    (all codes concatenated as int16 (K, total frames) + offsets), out/utterances.json, out/text_only.txt."""
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    from .codec import load_codec
+    corpus, out = Path(corpus), Path(out)
+    codec = codec or load_codec()
+    if codec.cardinality > 2**15:
+        raise ValueError(f"codes up to {codec.cardinality - 1} do not fit the int16 storage: widen it first")
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    codes, offsets, rows = [], [0], []
+    for it in tqdm(manifest["utterances"], desc="encoding", disable=not progress):
+        c = codec.encode_file(corpus / it["path"])[0]                      # (K, F)
+        codes.append(c.to(torch.int16))                                    # codes < 1024 fit in int16
+        offsets.append(offsets[-1] + c.shape[1])
+        rows.append([it["id"], it["split"], it["text"], it["seconds"], f"{it['voice']} {it['speed']} wpm pitch {it['pitch']}"])
+    out.mkdir(parents=True, exist_ok=True)
+    codec_info = {"name": type(codec).__name__, "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate,
+                  "num_codebooks": codec.num_codebooks, "cardinality": codec.cardinality}
+    save_file({"codes": torch.cat(codes, dim=1).contiguous(), "offsets": torch.tensor(offsets)},
+              str(out / "codes.safetensors"), metadata={"codec": json.dumps(codec_info)})
+    info = {k: v for k, v in manifest.items() if k != "utterances"}
+    info["command"] = "python -m mini_most.corpus build --out build/corpus && python -m mini_most.corpus encode"
+    (out / "utterances.json").write_text(json.dumps(
+        {"corpus": info, "columns": ["id", "split", "text", "seconds", "speaker"], "rows": rows}, separators=(",", ":")))
+    shutil.copyfile(corpus / "text_only.txt", out / "text_only.txt")
+    return {"utterances": len(rows), "frames": offsets[-1], "bytes": sum(f.stat().st_size for f in out.glob("*.*"))}
+
+
+def load_corpus(path: Path = SHIPPED_CORPUS) -> Corpus:
+    """The pre-tokenized corpus (default: the copy in data_samples/corpus); no audio, no espeak-ng needed."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not (path / "codes.safetensors").exists():
+        raise FileNotFoundError(f"no pre-tokenized corpus in {path} (codes.safetensors missing): rebuild it with "
+                                "`python -m mini_most.corpus build --out build/corpus && python -m mini_most.corpus encode`")
+    if not (path / "utterances.json").exists():
+        raise FileNotFoundError(f"{path} has codes but no utterances.json: re-run `python -m mini_most.corpus encode`")
+    with safe_open(str(path / "codes.safetensors"), "pt") as f:
+        codes, offsets = f.get_tensor("codes").long(), f.get_tensor("offsets").tolist()
+        codec = json.loads(f.metadata()["codec"])
+    meta = json.loads((path / "utterances.json").read_text())
+    if len(meta["rows"]) != len(offsets) - 1:
+        raise ValueError(f"{path}: {len(meta['rows'])} texts but {len(offsets) - 1} code spans; re-run the encode step")
+    utts = [Utterance(id=r[0], split=r[1], text=r[2], codes=codes[:, a:b], seconds=r[3], speaker=r[4])
+            for r, a, b in zip(meta["rows"], offsets[:-1], offsets[1:])]
+    text_only = (path / "text_only.txt").read_text().split("\n")
+    return Corpus(utts, [t for t in text_only if t], codec, meta["corpus"])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m mini_most.corpus", description="mini-MoST's speech-text corpus")
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="speak the grammar's sentences with espeak-ng")
+    b.add_argument("--out", type=Path, default=Path("build/corpus"))
+    b.add_argument("--utterances", type=int, default=16000)
+    b.add_argument("--text-only", type=int, default=30000)
+    b.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("samples", help="copy held-out utterances for listening (data_samples/corpus)")
+    e.add_argument("--corpus", type=Path, default=Path("build/corpus"))
+    e.add_argument("--out", type=Path, default=Path("data_samples/corpus"))
+    e.add_argument("--per-split", type=int, default=12)
+    c = sub.add_parser("encode", help="encode the corpus with the shipped codec (data_samples/corpus)")
+    c.add_argument("--corpus", type=Path, default=Path("build/corpus"))
+    c.add_argument("--out", type=Path, default=SHIPPED_CORPUS)
+    args = ap.parse_args(argv)
+    if args.command == "build":
+        m = build(args.out, args.utterances, args.text_only, args.seed)
+        print(json.dumps({k: v for k, v in m.items() if k != "utterances"}, indent=1))
+    elif args.command == "encode":
+        print(json.dumps(encode_corpus(args.corpus, args.out)))
+    else:
+        print(f"copied {len(export_samples(args.corpus, args.out, args.per_split)['utterances'])} utterances to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,8 @@ original audio and its round trips through the codec:
 - WER of an independent recogniser (mini_most.judge: PocketSphinx + a bigram LM of the train
   sentences), the same judge for the original and the round trips;
 - codebook usage (distinct codes, perplexity) and encode / decode speed in times real time.
-It prints a table and writes data_samples/codec/quality.json, which the notebooks read.
+It prints a table and writes build/codec_quality.json; the notebooks read the committed copy,
+data_samples/codec/quality.json (write it with --json data_samples/codec/quality.json).
 """
 
 from __future__ import annotations
@@ -23,11 +24,8 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from mini_most import DATA_SAMPLES
 from mini_most.codec import SHIPPED, MelRVQCodec, multiscale_mel_distance
 from mini_most.judge import SphinxJudge, wer
-
-OUT = DATA_SAMPLES / "codec" / "quality.json"
 
 
 def usage(codes: torch.Tensor, cardinality: int) -> dict:
@@ -36,13 +34,17 @@ def usage(codes: torch.Tensor, cardinality: int) -> dict:
     return {"distinct": int((counts > 0).sum()), "perplexity": round(float(torch.exp(-(p * p.log()).sum())), 1)}
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=Path("build/corpus"))
     ap.add_argument("--checkpoint", type=Path, default=SHIPPED)
     ap.add_argument("--utterances", type=int, default=300, help="test utterances to use, at most")
-    ap.add_argument("--json", type=Path, default=OUT)
-    args = ap.parse_args()
+    ap.add_argument("--json", type=Path, default=Path("build/codec_quality.json"))
+    return ap
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     manifest = json.loads((args.corpus / "manifest.json").read_text())
     test = [it for it in manifest["utterances"] if it["split"] == "test"][:args.utterances]
     train_sentences = sorted({it["text"] for it in manifest["utterances"] if it["split"] == "train"}

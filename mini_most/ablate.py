@@ -49,6 +49,7 @@ from .corpus import Corpus, load_corpus
 
 # the evaluation functions live in mini_most.evaluate; speak, target_stats and transcribe stay importable from here
 from .evaluate import load_divergence, routing_stats, speak, target_stats, transcribe  # noqa: F401
+from .files import read_json, write_text_atomic
 from .model import ROUTING_MODES, MoST, MoSTConfig
 from .tokens import Tokenizer
 from .train import TrainConfig, Trainer
@@ -130,13 +131,13 @@ def base_folder(kind: str, cfg: AblationConfig, corpus: Corpus, cache: Path, ret
     name = f"{cfg.preset}_{kind}"
     for folder in ([] if retrain else [SHIPPED_BASES / name, Path(cache) / name]):
         meta = folder / "base.json"
-        if meta.exists() and json.loads(meta.read_text())["settings"] == base_settings(cfg):
+        if meta.exists() and read_json(meta, "base description").get("settings") == base_settings(cfg):
             return folder
     folder = Path(cache) / name
     model, info = train_base(kind, cfg, corpus, progress)
     # fp16 shards of at most 8 MiB: the small MoE base (11.5 MB) ships in two files under the 10 MiB limit
     export_pretrained(model, folder, max_shard_bytes=8 * 2**20, dtype=torch.float16)
-    (folder / "base.json").write_text(json.dumps(info, indent=1))
+    write_text_atomic(folder / "base.json", json.dumps(info, indent=1))
     return folder
 
 
@@ -342,9 +343,11 @@ def merge(paths: list) -> dict:
     warning when the copies disagree (another CPU may round bf16 differently)."""
     merged = None
     for p in paths:
-        r = json.loads(Path(p).read_text())
-        if r.get("format") != FORMAT:
-            raise ValueError(f"{p} is not a mini_most.ablate results file (format {r.get('format')!r})")
+        r = read_json(p, "ablation results file")
+        if not isinstance(r, dict) or r.get("format") != FORMAT or not {"config", "runs"} <= set(r):
+            got = r.get("format") if isinstance(r, dict) else type(r).__name__
+            raise ValueError(f"{p} is not a mini_most.ablate results file (format {got!r}); "
+                             "--merge takes the results.json files that ablate writes")
         if merged is None:
             merged = {**r, "runs": [], "sources": []}
         elif r["config"] != merged["config"]:
@@ -469,7 +472,7 @@ def ablate(arms, seeds, cfg: AblationConfig, out: Path, corpus: Corpus | None = 
     path = out / "results.json"
     done = []
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_json(path, "ablation results file")
         if old.get("format") != FORMAT or old.get("config") != asdict(cfg):
             raise ValueError(f"{path} holds results made with other settings: choose another --out, or delete it")
         done = old["runs"]
@@ -482,7 +485,7 @@ def ablate(arms, seeds, cfg: AblationConfig, out: Path, corpus: Corpus | None = 
                "model_config": asdict(MoSTConfig.preset(cfg.preset, dropout=cfg.dropout)),
                "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                            "cpu": platform.processor() or platform.machine()},
-               "bases": {k: json.loads((v / "base.json").read_text()) for k, v in bases.items()},
+               "bases": {k: read_json(v / "base.json", "base description") for k, v in bases.items()},
                "reference": evaluator.reference(), "runs": done}
     for seed in seeds:
         for arm in arms:
@@ -491,7 +494,7 @@ def ablate(arms, seeds, cfg: AblationConfig, out: Path, corpus: Corpus | None = 
                 continue
             r = run(arm, seed, cfg, corpus, bases[BASE_OF[arm]], evaluator, progress)
             results["runs"].append(r)
-            path.write_text(json.dumps(results))
+            write_text_atomic(path, json.dumps(results))      # a kill mid-write keeps the previous file
             log(f"{arm:9s} seed {seed}: ASR CER {r['asr_cer']:.3f}, val loss text {r['val_text_loss']:.3f} "
                 f"audio {r['val_audio_loss']:.3f}, text-LM {r['text_lm_before']:.3f} -> {r['text_lm_after']:.3f}"
                 + (f", TTS judge WER {r['tts_judge_wer']:.3f}" if "tts_judge_wer" in r else "")
@@ -503,7 +506,7 @@ def report(results: dict, out: Path) -> str:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = format_table(summarize(results))
-    (out / "table.md").write_text(table + "\n")
+    write_text_atomic(out / "table.md", table + "\n")
     save_plots(results, out)
     return table
 
@@ -524,10 +527,12 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("results/ablation"))
     args = ap.parse_args(argv)
     if args.merge:
-        target = (args.out / "results.json").resolve()
-        results = merge([p for p in args.merge if p.resolve() != target])   # not the file being written
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(results))
+        target = args.out / "results.json"
+        if target.exists() and target.resolve() not in {p.resolve() for p in args.merge}:
+            ap.error(f"{target} exists and is not among the --merge inputs: add it to them to keep its runs, "
+                     "or choose another --out")
+        results = merge(args.merge)                     # the target's own runs, if it is an input, are kept
+        write_text_atomic(target, json.dumps(results))
     else:
         if args.seeds < 1:
             ap.error("--seeds must be >= 1")

@@ -23,6 +23,8 @@ import argparse
 import functools
 import json
 import logging
+import math
+import re
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +35,7 @@ import torch.nn as nn
 import torchaudio.functional as AF
 import torchaudio.transforms as T
 
+from .files import check_finite, inside, load_tensors, read_json, save_tensors
 from .utils import DATA_SAMPLES
 
 SHIPPED = DATA_SAMPLES / "codec" / "mel_rvq.safetensors"
@@ -55,9 +58,18 @@ class Codec(nn.Module):
         """Check and convert input audio to (B, 1, T) float32 at self.sample_rate."""
         if not isinstance(wav, torch.Tensor):
             wav = torch.as_tensor(wav)
+        if wav.is_complex() or wav.dtype == torch.bool:
+            raise ValueError(f"audio must be real samples (float in [-1, 1], or integer PCM), got {wav.dtype}")
         if wav.dim() != 3:
             raise ValueError(f"audio must be (batch, channels, time), got shape {tuple(wav.shape)}; "
                              "for one mono clip use wav[None, None]")
+        if wav.shape[1] > 16 and wav.shape[-1] <= 16:
+            raise ValueError(f"audio shape {tuple(wav.shape)} looks like (batch, time, channels): "
+                             "put channels before time, e.g. wav.transpose(1, 2)")
+        if sample_rate is not None and (not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate <= 0):
+            raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+        if int_scale is not None and (not isinstance(int_scale, (int, float)) or not math.isfinite(int_scale) or int_scale <= 0):
+            raise ValueError(f"int_scale must be a positive number (32768 for 16-bit PCM), got {int_scale!r}")
         if wav.shape[-1] == 0 or wav.shape[0] == 0 or wav.shape[1] == 0:
             raise ValueError(f"audio is empty (shape {tuple(wav.shape)}): nothing to encode")
         if not wav.dtype.is_floating_point:
@@ -69,6 +81,10 @@ class Codec(nn.Module):
         wav = wav.float()
         if not torch.isfinite(wav).all():
             raise ValueError("audio contains NaN or inf samples: clean it before encoding")
+        peak = wav.abs().max().item()
+        if peak > 2.0:   # a float waveform lives in [-1, 1]; integer PCM stored as float is far outside
+            raise ValueError(f"audio peaks at {peak:.1f}, far outside [-1, 1]: if it is integer PCM stored as float, "
+                             "divide by 32768 (16-bit) first; otherwise scale it into [-1, 1]")
         if wav.shape[1] > 1:
             warnings.warn(f"down-mixed {wav.shape[1]} channels to mono (their mean)", CodecConversion, stacklevel=3)
             wav = wav.mean(dim=1, keepdim=True)
@@ -87,7 +103,8 @@ class Codec(nn.Module):
         raise NotImplementedError
 
     def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.dtype.is_floating_point:
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 3 or codes.dtype.is_floating_point \
+                or codes.dtype == torch.bool or codes.is_complex():
             raise ValueError(f"codes must be an integer tensor (batch, codebooks, frames), got "
                              f"{tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__}")
         if codes.shape[1] > self.num_codebooks or codes.shape[1] == 0:
@@ -101,14 +118,39 @@ class Codec(nn.Module):
     # --- files ---
     def encode_file(self, path) -> torch.Tensor:
         """Read any file soundfile reads (wav, flac, ogg) and encode it: (1, K, F)."""
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)        # (T, C)
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no audio file at {path}")
+        try:
+            info = sf.info(str(path))
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)    # (T, C)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise ValueError(f"{path} is not an audio file soundfile can read ({e})") from e
+        # libsndfile reads what is there and notes a short data chunk in its log ("data : N (should be M)")
+        short = re.search(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "")
+        if short and int(short[2]) < int(short[1]):
+            raise ValueError(f"{path} is truncated: its header says {short[1]} bytes of audio, the file holds {short[2]}")
         return self.encode(torch.from_numpy(data).T[None], sample_rate=sr)
 
     def write(self, path, wav: torch.Tensor) -> None:
-        """Write one mono waveform, (1, 1, T), (1, T) or (T,), as 16-bit PCM at the codec's rate."""
+        """Write one mono waveform, (1, 1, T), (1, T) or (T,), in [-1, 1], as 16-bit PCM at the codec's rate."""
+        if not isinstance(wav, torch.Tensor) or not wav.dtype.is_floating_point:
+            raise ValueError(f"write takes a float waveform in [-1, 1], got "
+                             f"{wav.dtype if isinstance(wav, torch.Tensor) else type(wav).__name__}; divide integer PCM by 32768")
         if wav.dim() > 1 and wav.shape[:-1].numel() != 1:
             raise ValueError(f"write takes one mono clip, got shape {tuple(wav.shape)}; write a batch clip by clip")
-        sf.write(str(path), wav.detach().reshape(-1).clamp(-1, 1).cpu().numpy(), self.sample_rate, subtype="PCM_16")
+        wav = wav.detach().reshape(-1).float().cpu()
+        if wav.numel() == 0:
+            raise ValueError(f"nothing to write to {path}: the clip is empty")
+        if not torch.isfinite(wav).all():
+            raise ValueError(f"the clip for {path} holds NaN or inf samples: nothing sensible to write")
+        clipped = (wav.abs() > 1).float().mean().item()
+        if clipped > 0.01:
+            warnings.warn(f"{clipped:.1%} of the samples written to {path} lie outside [-1, 1] and are clipped: "
+                          "scale the clip down", stacklevel=2)
+        if not Path(path).parent.is_dir():
+            raise FileNotFoundError(f"cannot write {path}: the folder {Path(path).parent} does not exist")
+        sf.write(str(path), wav.clamp(-1, 1).numpy(), self.sample_rate, subtype="PCM_16")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,20 +245,19 @@ class MelRVQCodec(Codec):
         return wav[:, None]                                               # (B, 1, F * hop)
 
     def save(self, path) -> None:
-        from safetensors.torch import save_file
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        save_file({"codebooks": self.codebooks.half().contiguous()}, str(path),  # half precision: small files
-                  metadata={"config": json.dumps(self.config)})
+        save_tensors({"codebooks": self.codebooks.half()}, path,   # half precision: small files
+                     metadata={"config": json.dumps(self.config)})
 
     @classmethod
     def load(cls, path=SHIPPED) -> MelRVQCodec:
-        from safetensors import safe_open
         if not Path(path).exists():
             raise FileNotFoundError(f"no codec checkpoint at {path}: rebuild it with "
                                     "`python -m mini_most.codec train --corpus build/corpus` (see the README)")
-        with safe_open(str(path), "pt") as f:
-            config = json.loads(f.metadata()["config"])
-            return cls(f.get_tensor("codebooks").float(), **config)
+        tensors, meta = load_tensors(path, "codec checkpoint")
+        if "config" not in meta or "codebooks" not in tensors:
+            raise ValueError(f"{path} is not a mel-RVQ codec checkpoint (it lacks its config or codebooks)")
+        check_finite(tensors, path)
+        return cls(tensors["codebooks"].float(), **json.loads(meta["config"]))
 
     @classmethod
     def fit(cls, frames: torch.Tensor, num_codebooks=2, cardinality=1024, iters=25, seed=0, **config) -> MelRVQCodec:
@@ -255,7 +296,10 @@ def _mel_transform(sample_rate: int, n_fft: int, n_mels: int) -> T.MelSpectrogra
 
 class EncodecCodec(Codec):
     """encodec_model_24khz at 1.5 kbps: 2 codebooks x 1024 at 75 Hz. The weights download once
-    (torch hub cache, ~90 MB) the first time; offline, this raises with what to do instead."""
+    (torch hub cache, ~90 MB) the first time; offline, this raises with what to do instead.
+    torch.hub would check the file's hash only when it downloads, then unpickle whatever sits in its
+    cache; here the model is built without weights and the cached file is read as tensors only
+    (torch.load with weights_only=True), so a tampered cache cannot run code."""
 
     CHECKPOINT = "encodec_24khz-d7cc33bc.th"
 
@@ -267,16 +311,33 @@ class EncodecCodec(Codec):
     def __init__(self, bandwidth: float = 1.5):
         super().__init__()
         from encodec import EncodecModel
-        try:
-            self.model = EncodecModel.encodec_model_24khz(pretrained=True)
-        except OSError as e:  # urllib's URLError and socket errors are OSErrors
-            raise RuntimeError(f"could not download EnCodec's pretrained weights ({e}). Go online once (they are "
-                               "cached by torch.hub), or use load_codec('offline'), which ships with the repo") from e
+        self.model = EncodecModel.encodec_model_24khz(pretrained=False)
+        self.model.load_state_dict(self.pretrained_state())
+        if bandwidth not in self.model.target_bandwidths:
+            raise ValueError(f"bandwidth={bandwidth!r} kbps: EnCodec 24 kHz offers {self.model.target_bandwidths}")
         self.model.set_target_bandwidth(bandwidth)
         self.model.eval()
         self.sample_rate, self.frame_rate = self.model.sample_rate, self.model.frame_rate   # 24000, 75
         self.num_codebooks = self.model.quantizer.get_num_quantizers_for_bandwidth(self.model.frame_rate, bandwidth)
         self.cardinality = self.model.quantizer.bins
+
+    @classmethod
+    def pretrained_state(cls) -> dict:
+        """The pretrained weights from torch.hub's cache, downloaded (hash-checked) if missing."""
+        from encodec.model import ROOT_URL
+        path = Path(torch.hub.get_dir()) / "checkpoints" / cls.CHECKPOINT
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                torch.hub.download_url_to_file(ROOT_URL + cls.CHECKPOINT, str(path), hash_prefix=cls.CHECKPOINT[14:22])
+            except OSError as e:  # urllib's URLError and socket errors are OSErrors
+                raise RuntimeError(f"could not download EnCodec's pretrained weights ({e}). Go online once (they are "
+                                   "cached by torch.hub), or use load_codec('offline'), which ships with the repo") from e
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle's and torch's errors vary by version: any failure refuses the file
+            raise ValueError(f"{path} is not a plain tensor checkpoint ({type(e).__name__}: {str(e)[:200]}); it was "
+                             "refused unread. Delete it and load again to download a fresh copy") from e
 
     @torch.no_grad()
     def encode(self, wav, sample_rate: int | None = None, int_scale: float | None = None) -> torch.Tensor:
@@ -303,12 +364,12 @@ def load_codec(source: str = "offline", **kwargs) -> Codec:
 
 def corpus_frames(corpus: Path, max_frames: int, codec: MelRVQCodec, seed: int = 0) -> torch.Tensor:
     """Log-mel frames of the corpus's train split, shuffled, at most max_frames."""
-    manifest = json.loads((corpus / "manifest.json").read_text())
+    manifest = read_json(corpus / "manifest.json", "corpus manifest (build it with `python -m mini_most.corpus build`)")
     items = [it for it in manifest["utterances"] if it["split"] == "train"]
     g = torch.Generator().manual_seed(seed)
     frames, n = [], 0
     for i in torch.randperm(len(items), generator=g).tolist():
-        wav, sr = sf.read(str(corpus / items[i]["path"]), dtype="float32")
+        wav, sr = sf.read(str(inside(corpus, items[i]["path"], "manifest path")), dtype="float32")
         frames.append(codec.log_mel(torch.from_numpy(wav)[None, None])[0])
         n += len(frames[-1])
         if n >= max_frames:
@@ -316,18 +377,28 @@ def corpus_frames(corpus: Path, max_frames: int, codec: MelRVQCodec, seed: int =
     return torch.cat(frames)[:max_frames]
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m mini_most.codec", description="mini-MoST's offline codec")
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="fit the mel-RVQ codebooks on a corpus built by `python -m mini_most.corpus build`")
     t.add_argument("--corpus", type=Path, default=Path("build/corpus"))
-    t.add_argument("--out", type=Path, default=SHIPPED)
+    t.add_argument("--out", type=Path, default=Path("build/codec/mel_rvq.safetensors"),
+                   help=f"where to write the codebooks (to replace the shipped codec: --out {SHIPPED.relative_to(SHIPPED.parents[2])})")
     t.add_argument("--codebooks", type=int, default=2)
     t.add_argument("--cardinality", type=int, default=1024)
     t.add_argument("--frames", type=int, default=90_000, help="log-mel frames to fit on (50 per second)")
     t.add_argument("--iters", type=int, default=25)
     t.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def main(argv=None):
+    ap = parser()
     args = ap.parse_args(argv)
+    if not (args.corpus / "manifest.json").is_file():   # check the input before touching the output or its log
+        ap.error(f"no corpus at {args.corpus} (no manifest.json): build one with `python -m mini_most.corpus build`")
+    if min(args.codebooks, args.cardinality, args.frames, args.iters) < 1:
+        ap.error("--codebooks, --cardinality, --frames and --iters must be >= 1")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     handlers = [logging.StreamHandler(), logging.FileHandler(args.out.with_suffix(".log"), mode="w")]
     for h in handlers:  # to the screen and to a log file beside the checkpoint

@@ -30,12 +30,14 @@ config.json is refused with a message saying so.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 
 import torch
 
+from .files import HASH_KEY, check_digest, check_finite, inside, open_tensors, read_json, save_tensors, update_digest, write_text_atomic
 from .model import Experts, MoST, MoSTConfig, config_from_dict, config_to_dict
 
 __all__ = ["config_from_dict", "config_to_dict", "state_dict_from_hf", "load_hf_weights", "load_pretrained",
@@ -89,11 +91,14 @@ def _weight_files(folder: Path) -> list[Path]:
         return [folder / "model.safetensors"]
     index = folder / "model.safetensors.index.json"
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        missing = [s for s in shards if not (folder / s).exists()]
+        weight_map = read_json(index, "checkpoint index").get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} has no weight_map: not a safetensors index")
+        shards = [inside(folder, s, f"{index.name}: shard") for s in sorted(set(weight_map.values()))]
+        missing = [s.name for s in shards if not s.exists()]
         if missing:
             raise FileNotFoundError(f"{folder}: the index names shards that are missing: {missing[:3]}")
-        return [folder / s for s in shards]
+        return shards
     raise FileNotFoundError(f"{folder} has no model.safetensors nor model.safetensors.index.json "
                             "(a Hugging Face checkpoint folder in safetensors format is needed)")
 
@@ -102,26 +107,33 @@ def load_pretrained(folder, dtype: torch.dtype = torch.float32, device="cpu", **
     """A MoST model from a Hugging Face checkpoint folder (MoST, DeepSeek-V2-Lite, or export_pretrained's).
     The model is built on the meta device and takes the loaded tensors; each routed expert is copied
     straight into its layer's stacked tensor as it is read, so peak memory stays near the model's size.
+    Shards that carry mini-MoST's content hash are checked against it; NaN or inf weights are refused.
     Overrides change config fields, e.g. routing="modality" to start MoST from DeepSeek-V2-Lite."""
-    from safetensors import safe_open
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} has no config.json: not a checkpoint folder")
-    config = config_from_dict(json.loads((folder / "config.json").read_text()), **overrides)
+    config = config_from_dict(read_json(folder / "config.json", "config.json"), **overrides)
     hf, stacked, seen = {}, {}, {}
     for path in _weight_files(folder):
-        with safe_open(str(path), "pt") as f:
-            for k in f.keys():
+        with open_tensors(path, "checkpoint shard") as f:
+            meta = f.metadata() or {}
+            h = hashlib.sha256() if HASH_KEY in meta else None
+            for k in sorted(f.keys()):                 # name order: the order the content hash was made in
+                t = f.get_tensor(k)
+                if h is not None:
+                    update_digest(h, k, t)
+                check_finite({k: t}, path)
                 m = _EXPERT.match(k.removeprefix("model."))
                 if m and int(m[2]) < config.n_routed_experts:      # (E, out, in), filled expert by expert
-                    t = f.get_tensor(k)
                     key = f"{m[1]}.{m[3]}"
                     if key not in stacked:
                         stacked[key] = torch.empty((config.n_routed_experts, *t.shape), dtype=dtype)
                     stacked[key][int(m[2])].copy_(t)
                     seen.setdefault(key, set()).add(int(m[2]))
                 else:
-                    hf[k] = f.get_tensor(k).to(dtype)
+                    hf[k] = t.to(dtype)
+            if h is not None:
+                check_digest(path, meta, h.hexdigest())
     for key, experts in seen.items():
         _check_experts(f"{folder}: {key}", experts, config.n_routed_experts)
     state = {**state_dict_from_hf(hf, config), **stacked}
@@ -156,13 +168,11 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
 
 def export_pretrained(model, folder, max_shard_bytes: int = 2 * 2**30, dtype: torch.dtype | None = None) -> Path:
     """Write config.json and safetensors shards (with their index when there is more than one) that
-    transformers' DeepseekV2ForCausalLM.from_pretrained and load_pretrained both read."""
-    from safetensors.torch import save_file
+    transformers' DeepseekV2ForCausalLM.from_pretrained and load_pretrained both read. A previous
+    export into the same folder is replaced (the files it wrote, as its index and content hashes
+    name them); any other weight file there is left alone, and one that the new export would
+    overwrite is refused."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in [*folder.glob("model*.safetensors"), folder / "model.safetensors.index.json"]:
-        old.unlink(missing_ok=True)              # a previous export's shards must not outlive it
-    (folder / "config.json").write_text(json.dumps(config_to_dict(model.config), indent=1))
     shards, current, size = [], {}, 0
     for name, t in hf_state_dict(model).items():
         t = (t.to(dtype) if dtype else t).detach().contiguous().cpu()
@@ -171,15 +181,46 @@ def export_pretrained(model, folder, max_shard_bytes: int = 2 * 2**30, dtype: to
             current, size = {}, 0
         current[name], size = t.clone(), size + t.nbytes
     shards.append(current)
-    if len(shards) == 1:
-        save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
-        return folder
-    weight_map, total = {}, 0
-    for i, shard in enumerate(shards, 1):
-        fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / fname), metadata={"format": "pt"})
-        weight_map.update({k: fname for k in shard})
-        total += sum(t.nbytes for t in shard.values())
-    (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+    names = ["model.safetensors"] if len(shards) == 1 else \
+        [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    previous = _previous_export(folder)
+    foreign = [n for n in names if (folder / n).exists() and folder / n not in previous]
+    if foreign:
+        raise FileExistsError(f"{folder} already holds {foreign[:3]}, which export_pretrained did not write: "
+                              "export into an empty folder, or move those files first")
+    for old in previous:
+        old.unlink(missing_ok=True)              # a previous export's shards must not outlive it
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "config.json", json.dumps(config_to_dict(model.config), indent=1))
+    for fname, shard in zip(names, shards):
+        save_tensors(shard, folder / fname, {"format": "pt"})
+    if len(shards) > 1:
+        weight_map = {k: fname for fname, shard in zip(names, shards) for k in shard}
+        total = sum(t.nbytes for shard in shards for t in shard.values())
+        write_text_atomic(folder / INDEX, json.dumps(
+            {"metadata": {"total_size": total, "written_by": EXPORTER}, "weight_map": weight_map}, indent=1))
     return folder
+
+
+INDEX, EXPORTER = "model.safetensors.index.json", "mini_most.convert.export_pretrained"
+
+
+def _previous_export(folder: Path) -> list[Path]:
+    """The files an earlier export_pretrained wrote into folder: its index and the shards that index
+    names, or its single model.safetensors (known by the content hash in its metadata)."""
+    found = []
+    index = folder / INDEX
+    if index.exists():
+        meta = read_json(index, "checkpoint index")
+        if meta.get("metadata", {}).get("written_by") == EXPORTER:
+            found += [inside(folder, s, f"{INDEX}: shard") for s in sorted(set(meta["weight_map"].values()))] + [index]
+    single = folder / "model.safetensors"
+    if single.exists():
+        try:
+            with open_tensors(single) as f:
+                ours = HASH_KEY in (f.metadata() or {})
+        except ValueError:                       # not even a safetensors file: certainly not ours
+            ours = False
+        if ours:
+            found.append(single)
+    return found

@@ -2,7 +2,7 @@
 
     python -m mini_most.corpus build --out build/corpus                 # 16,000 utterances, ~6 minutes
     python -m mini_most.corpus build --out /tmp/c --utterances 12 --text-only 50
-    python -m mini_most.corpus encode --corpus build/corpus --out data_samples/corpus   # codes, for shipping
+    python -m mini_most.corpus encode --corpus build/corpus --out data_samples/corpus   # the shipped codes
 
 Every sentence comes from the grammar below (written for mini-MoST, Apache-2.0), so the vocabulary
 stays small (under 100 words) and a classroom-sized model can learn to recognise it in minutes.
@@ -20,10 +20,12 @@ output, used here as data. Nothing here downloads anything.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from .files import inside, load_tensors, read_json, save_tensors, write_text_atomic
 from .utils import DATA_SAMPLES
 
 SAMPLE_RATE = 16_000
@@ -101,6 +104,13 @@ def espeak_version() -> str:
     return subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.split("Data at")[0].strip()
 
 
+@functools.cache
+def espeak_voices() -> frozenset[str]:
+    """The voice names (language codes and voice names) the installed espeak-ng knows."""
+    lines = subprocess.run(["espeak-ng", "--voices"], capture_output=True, text=True, check=True).stdout.splitlines()[1:]
+    return frozenset(name for line in lines for name in line.split()[1:4:2])      # Language and VoiceName columns
+
+
 def espeak(text: str, voice: str, speed: int, pitch: int) -> torch.Tensor:
     """espeak-ng's speech for `text`, as a 16 kHz mono float waveform (T,) in [-1, 1]."""
     import soundfile as sf  # audio packages only where audio is made
@@ -108,8 +118,19 @@ def espeak(text: str, voice: str, speed: int, pitch: int) -> torch.Tensor:
     if not espeak_available():
         raise RuntimeError("espeak-ng is not installed: `apt-get install espeak-ng` (Debian/Ubuntu) "
                            "or `brew install espeak-ng` (macOS), then run the build again")
-    wav_bytes = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
-                               check=True, capture_output=True).stdout
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"text must be a non-empty string, got {text!r}")
+    base, _, variant = voice.partition("+") if isinstance(voice, str) else ("", "", "")
+    if base not in espeak_voices() or (variant and not re.fullmatch(r"[A-Za-z0-9_]+", variant)):
+        raise ValueError(f"voice {voice!r} is not an espeak-ng voice: use a name from `espeak-ng --voices` "
+                         "(e.g. en-us), optionally with a variant (en-us+m1)")
+    for name, v, lo, hi in (("speed", speed, 80, 450), ("pitch", pitch, 0, 99)):
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ValueError(f"{name}={v!r}: espeak-ng takes an integer in [{lo}, {hi}]")
+    # the text goes in on stdin, never as an argument: text starting with '-' would be read as an
+    # option (-f<path> speaks any file)
+    wav_bytes = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", "--stdin"],
+                               input=text.encode(), check=True, capture_output=True).stdout
     wav, sr = sf.read(io.BytesIO(wav_bytes), dtype="float32")
     # resampling overshoots espeak's full-scale peaks a little (up to 1.014): leave headroom
     return GAIN * AF.resample(torch.from_numpy(wav), sr, SAMPLE_RATE)
@@ -117,6 +138,9 @@ def espeak(text: str, voice: str, speed: int, pitch: int) -> torch.Tensor:
 
 def build(out: Path, utterances: int, text_only: int, seed: int = 0, progress: bool = True) -> dict:
     """Write out/wav/<split>/<id>.wav, out/text_only.txt and out/manifest.json; return the manifest."""
+    for name, v in (("utterances", utterances), ("text_only", text_only)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{name}={v!r}: give a whole number >= 0")
     import soundfile as sf
     from tqdm import tqdm
     rng = random.Random(seed)
@@ -162,19 +186,19 @@ def build(out: Path, utterances: int, text_only: int, seed: int = 0, progress: b
 def export_samples(corpus: Path, out: Path, per_split: int = 12) -> dict:
     """Copy a few held-out utterances (validation and test) for listening, with the corpus summary."""
     corpus, out = Path(corpus), Path(out)
-    manifest = json.loads((corpus / "manifest.json").read_text())
+    manifest = read_json(corpus / "manifest.json", "corpus manifest")
     (out / "wav").mkdir(parents=True, exist_ok=True)
     chosen = []
     for split in ("validation", "test"):
         items = [it for it in manifest["utterances"] if it["split"] == split][:per_split]
         for it in items:
             name = f"{split}_{it['id']}.wav"
-            shutil.copyfile(corpus / it["path"], out / "wav" / name)
+            shutil.copyfile(inside(corpus, it["path"], "manifest path"), out / "wav" / name)
             chosen.append(dict(it, path=f"wav/{name}"))
     summary = {k: v for k, v in manifest.items() if k != "utterances"}
     summary["command"] = "python -m mini_most.corpus build --out build/corpus"
     samples = {"corpus": summary, "utterances": chosen}
-    (out / "samples.json").write_text(json.dumps(samples, indent=1))
+    write_text_atomic(out / "samples.json", json.dumps(samples, indent=1))
     return samples
 
 
@@ -208,7 +232,6 @@ class Corpus:
 def encode_corpus(corpus: Path, out: Path, codec=None, progress: bool = True) -> dict:
     """Encode every utterance of a built corpus with the shipped codec and write out/codes.safetensors
     (all codes concatenated as int16 (K, total frames) + offsets), out/utterances.json, out/text_only.txt."""
-    from safetensors.torch import save_file
     from tqdm import tqdm
 
     from .codec import load_codec
@@ -216,21 +239,23 @@ def encode_corpus(corpus: Path, out: Path, codec=None, progress: bool = True) ->
     codec = codec or load_codec()
     if codec.cardinality > 2**15:
         raise ValueError(f"codes up to {codec.cardinality - 1} do not fit the int16 storage: widen it first")
-    manifest = json.loads((corpus / "manifest.json").read_text())
+    manifest = read_json(corpus / "manifest.json", "corpus manifest (build it with `python -m mini_most.corpus build`)")
     codes, offsets, rows = [], [0], []
     for it in tqdm(manifest["utterances"], desc="encoding", disable=not progress):
-        c = codec.encode_file(corpus / it["path"])[0]                      # (K, F)
+        if it["split"] not in SPLITS:
+            raise ValueError(f"{corpus}: utterance {it['id']} has split {it['split']!r}; splits are {list(SPLITS)}")
+        c = codec.encode_file(inside(corpus, it["path"], "manifest path"))[0]          # (K, F)
         codes.append(c.to(torch.int16))                                    # codes < 1024 fit in int16
         offsets.append(offsets[-1] + c.shape[1])
         rows.append([it["id"], it["split"], it["text"], it["seconds"], f"{it['voice']} {it['speed']} wpm pitch {it['pitch']}"])
     out.mkdir(parents=True, exist_ok=True)
     codec_info = {"name": type(codec).__name__, "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate,
                   "num_codebooks": codec.num_codebooks, "cardinality": codec.cardinality}
-    save_file({"codes": torch.cat(codes, dim=1).contiguous(), "offsets": torch.tensor(offsets)},
-              str(out / "codes.safetensors"), metadata={"codec": json.dumps(codec_info)})
+    save_tensors({"codes": torch.cat(codes, dim=1), "offsets": torch.tensor(offsets)}, out / "codes.safetensors",
+                 metadata={"codec": json.dumps(codec_info)})
     info = {k: v for k, v in manifest.items() if k != "utterances"}
     info["command"] = "python -m mini_most.corpus build --out build/corpus && python -m mini_most.corpus encode"
-    (out / "utterances.json").write_text(json.dumps(
+    write_text_atomic(out / "utterances.json", json.dumps(
         {"corpus": info, "columns": ["id", "split", "text", "seconds", "speaker"], "rows": rows}, separators=(",", ":")))
     shutil.copyfile(corpus / "text_only.txt", out / "text_only.txt")
     return {"utterances": len(rows), "frames": offsets[-1], "bytes": sum(f.stat().st_size for f in out.glob("*.*"))}
@@ -238,26 +263,32 @@ def encode_corpus(corpus: Path, out: Path, codec=None, progress: bool = True) ->
 
 def load_corpus(path: Path = SHIPPED_CORPUS) -> Corpus:
     """The pre-tokenized corpus (default: the copy in data_samples/corpus); no audio, no espeak-ng needed."""
-    from safetensors import safe_open
     path = Path(path)
     if not (path / "codes.safetensors").exists():
         raise FileNotFoundError(f"no pre-tokenized corpus in {path} (codes.safetensors missing): rebuild it with "
                                 "`python -m mini_most.corpus build --out build/corpus && python -m mini_most.corpus encode`")
     if not (path / "utterances.json").exists():
         raise FileNotFoundError(f"{path} has codes but no utterances.json: re-run `python -m mini_most.corpus encode`")
-    with safe_open(str(path / "codes.safetensors"), "pt") as f:
-        codes, offsets = f.get_tensor("codes").long(), f.get_tensor("offsets").tolist()
-        codec = json.loads(f.metadata()["codec"])
-    meta = json.loads((path / "utterances.json").read_text())
+    tensors, tmeta = load_tensors(path / "codes.safetensors", "pre-tokenized corpus")
+    if {"codes", "offsets"} - set(tensors) or "codec" not in tmeta:
+        raise ValueError(f"{path / 'codes.safetensors'} lacks its codes, offsets or codec: re-run the encode step")
+    codes, offsets, codec = tensors["codes"].long(), tensors["offsets"].tolist(), json.loads(tmeta["codec"])
+    meta = read_json(path / "utterances.json", "corpus index")
     if len(meta["rows"]) != len(offsets) - 1:
         raise ValueError(f"{path}: {len(meta['rows'])} texts but {len(offsets) - 1} code spans; re-run the encode step")
+    bad = sorted({r[1] for r in meta["rows"]} - set(SPLITS))
+    if bad:
+        raise ValueError(f"{path / 'utterances.json'}: splits {bad} are not among {list(SPLITS)}; their utterances "
+                         "would be in no split: fix the rows or re-run the encode step")
     utts = [Utterance(id=r[0], split=r[1], text=r[2], codes=codes[:, a:b], seconds=r[3], speaker=r[4])
             for r, a, b in zip(meta["rows"], offsets[:-1], offsets[1:])]
+    if not (path / "text_only.txt").is_file():
+        raise FileNotFoundError(f"{path} has no text_only.txt: re-run the encode step")
     text_only = (path / "text_only.txt").read_text().split("\n")
     return Corpus(utts, [t for t in text_only if t], codec, meta["corpus"])
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m mini_most.corpus", description="mini-MoST's speech-text corpus")
     sub = ap.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="speak the grammar's sentences with espeak-ng")
@@ -265,14 +296,23 @@ def main(argv=None):
     b.add_argument("--utterances", type=int, default=16000)
     b.add_argument("--text-only", type=int, default=30000)
     b.add_argument("--seed", type=int, default=0)
-    e = sub.add_parser("samples", help="copy held-out utterances for listening (data_samples/corpus)")
+    # nothing writes into data_samples/ unless --out says so: the README's recipes do
+    e = sub.add_parser("samples", help="copy held-out utterances for listening")
     e.add_argument("--corpus", type=Path, default=Path("build/corpus"))
-    e.add_argument("--out", type=Path, default=Path("data_samples/corpus"))
+    e.add_argument("--out", type=Path, default=Path("build/samples"), help="the shipped ones: --out data_samples/corpus")
     e.add_argument("--per-split", type=int, default=12)
-    c = sub.add_parser("encode", help="encode the corpus with the shipped codec (data_samples/corpus)")
+    c = sub.add_parser("encode", help="encode the corpus with the shipped codec")
     c.add_argument("--corpus", type=Path, default=Path("build/corpus"))
-    c.add_argument("--out", type=Path, default=SHIPPED_CORPUS)
+    c.add_argument("--out", type=Path, default=Path("build/corpus_tokens"), help="the shipped one: --out data_samples/corpus")
+    return ap
+
+
+def main(argv=None):
+    ap = parser()
     args = ap.parse_args(argv)
+    for name, least in (("utterances", 0), ("text_only", 0), ("per_split", 1)):
+        if getattr(args, name, least) < least:
+            ap.error(f"--{name.replace('_', '-')} must be a whole number >= {least}")
     if args.command == "build":
         m = build(args.out, args.utterances, args.text_only, args.seed)
         print(json.dumps({k: v for k, v in m.items() if k != "utterances"}, indent=1))

@@ -66,7 +66,12 @@ class SphinxJudge:
 
     def transcribe(self, wav: torch.Tensor) -> str:
         """The recogniser's text for one 16 kHz mono clip (same clip, same text: the noise is seeded)."""
+        if not isinstance(wav, torch.Tensor) or not wav.dtype.is_floating_point:
+            raise ValueError(f"the judge takes a float waveform in [-1, 1], got "
+                             f"{wav.dtype if isinstance(wav, torch.Tensor) else type(wav).__name__}")
         wav = wav.reshape(-1).float()
+        if not torch.isfinite(wav).all():
+            raise ValueError("the clip holds NaN or inf samples: nothing a recogniser could hear; check what made it")
         padded = torch.cat([wav.new_zeros(8000), wav, wav.new_zeros(8000)])   # 0.5 s each side
         padded = padded + 0.001 * torch.randn(len(padded), generator=torch.Generator().manual_seed(self.seed))
         pcm = (padded.clamp(-1, 1) * 32767).to(torch.int16).numpy().tobytes()

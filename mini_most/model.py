@@ -90,11 +90,27 @@ class MoSTConfig:
             self.rope_scaling = {("type" if k == "rope_type" else k): v for k, v in self.rope_scaling.items()}
         need(self.routing in ROUTING_MODES, f"routing={self.routing!r}; choose one of {ROUTING_MODES}")
         need(self.dispatch in DISPATCH_MODES, f"dispatch={self.dispatch!r}; choose one of {DISPATCH_MODES}")
-        for f in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank",
-                  "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "intermediate_size",
-                  "moe_intermediate_size", "n_routed_experts", "num_experts_per_tok",
-                  "audio_codebooks", "audio_cardinality", "max_position_embeddings"):
-            need(int(getattr(self, f)) >= 1, f"{f} must be a positive integer, got {getattr(self, f)}")
+        sizes = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "kv_lora_rank",
+                 "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "intermediate_size",
+                 "moe_intermediate_size", "n_routed_experts", "num_experts_per_tok",
+                 "audio_codebooks", "audio_cardinality", "max_position_embeddings")
+        counts = ("audio_token_start", "bos_token_id", "eos_token_id", "pad_token_id", "first_k_dense_replace",
+                  "n_text_experts", "n_audio_experts", "n_shared_experts")
+        for f in sizes + counts:
+            v = getattr(self, f)
+            need(isinstance(v, int) and not isinstance(v, bool), f"{f} must be an integer, got {v!r} ({type(v).__name__})")
+        for f in sizes:
+            need(getattr(self, f) >= 1, f"{f} must be a positive integer, got {getattr(self, f)}")
+        for f in ("rms_norm_eps", "initializer_range", "dropout", "rope_theta", "routed_scaling_factor", "aux_loss_alpha"):
+            v = getattr(self, f)
+            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                 f"{f} must be a finite number, got {v!r}")
+        need(self.rms_norm_eps > 0, f"rms_norm_eps={self.rms_norm_eps} must be > 0 (it keeps RMSNorm from dividing by 0)")
+        need(self.rope_theta > 0, f"rope_theta={self.rope_theta} must be > 0 (RoPE's base wavelength)")
+        need(self.initializer_range >= 0, f"initializer_range={self.initializer_range} must be >= 0")
+        need(self.aux_loss_alpha >= 0, f"aux_loss_alpha={self.aux_loss_alpha} must be >= 0 (0 turns the balance loss off)")
+        need(self.routed_scaling_factor > 0, f"routed_scaling_factor={self.routed_scaling_factor} must be > 0")
+        need(isinstance(self.norm_topk_prob, bool), f"norm_topk_prob must be True or False, got {self.norm_topk_prob!r}")
         need(self.qk_rope_head_dim % 2 == 0, f"qk_rope_head_dim must be even (RoPE rotates pairs), got {self.qk_rope_head_dim}")
         need(0 <= self.first_k_dense_replace <= self.num_hidden_layers,
              f"first_k_dense_replace={self.first_k_dense_replace} must lie in [0, num_hidden_layers={self.num_hidden_layers}]")
@@ -122,6 +138,11 @@ class MoSTConfig:
             need(not unknown, f"unknown rope_scaling keys {sorted(unknown)}; valid: {sorted(MOST_YARN)}")
             need({"factor", "original_max_position_embeddings"} <= set(self.rope_scaling),
                  "rope_scaling needs 'factor' and 'original_max_position_embeddings'")
+            for k, v in self.rope_scaling.items():
+                need(k == "type" or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)),
+                     f"rope_scaling[{k!r}] must be a finite number, got {v!r}")
+            need(self.rope_scaling["factor"] > 0 and self.rope_scaling["original_max_position_embeddings"] > 0,
+                 f"rope_scaling's factor and original_max_position_embeddings must be > 0, got {self.rope_scaling}")
 
     # --- derived quantities ---
     @property
@@ -451,6 +472,9 @@ class Gate(nn.Module):
     def forward(self, x: torch.Tensor, modality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (N, hidden), modality (N,) -> expert ids (N, k), weights (N, k), masked scores (N, E)."""
         cfg = self.cfg
+        if modality.shape != x.shape[:1] or ((modality != TEXT) & (modality != AUDIO)).any():
+            raise ValueError(f"modality must be (N,) = {tuple(x.shape[:1])} of 0 (text) and 1 (audio), got shape "
+                             f"{tuple(modality.shape)} with values {modality.unique()[:5].tolist()}")
         with torch.autocast(x.device.type, enabled=False):      # fp32 as DeepSeek, even under autocast
             logits = F.linear(x.float(), self.weight.float())    # (N, E)
         scores = logits.softmax(dim=-1)                           # over ALL routed experts ...
@@ -614,6 +638,9 @@ def next_token(logits: torch.Tensor, temperature: float, top_k: int | None,
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
+    if not torch.isfinite(logits).all():
+        raise ValueError(f"temperature={temperature} is so small that logits / temperature overflow: "
+                         "use temperature=0 for the most likely id")
     if top_k is not None:  # keep exactly the k best ids (ties broken by topk)
         keep = logits.topk(min(top_k, logits.shape[-1]), dim=-1).indices
         logits = torch.full_like(logits, float("-inf")).scatter(1, keep, logits.gather(1, keep))
@@ -660,7 +687,7 @@ class MoST(nn.Module):
         """tokens (B, T) ids; modality (B, T) 0/1, default from the ids; targets (B, T): the id
         that should follow each position (-100: no loss); attention_mask (B, T): 1 real, 0 pad
         (any side); cache: a KVCache to extend (generation)."""
-        modality, valid, targets = self._check_inputs(tokens, modality, targets, attention_mask, cache)
+        tokens, modality, valid, targets = self._check_inputs(tokens, modality, targets, attention_mask, cache)
         past = cache.length if cache is not None else 0
         seen = cache.extend_mask(valid) if cache is not None else valid           # (B, S) real tokens so far
         rope, attn_mask = rope_cos_sin(self.config, seen, past), causal_mask(seen, past)
@@ -685,6 +712,7 @@ class MoST(nn.Module):
             got = f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             raise ValueError(f"tokens must be a non-empty integer tensor of shape (B, T), got {got}; "
                              "for one sequence use tokens[None]")
+        tokens = tokens.long()                          # any integer dtype (embedding lookups want int64)
         B, T = tokens.shape
         lo, hi = int(tokens.min()), int(tokens.max())
         if lo < 0 or hi >= cfg.vocab_size:
@@ -718,10 +746,13 @@ class MoST(nn.Module):
         else:
             valid = check_like("attention_mask", attention_mask, lambda m: (m == 0) | (m == 1),
                                "use 1 for real tokens and 0 for padding").bool()
+            if not valid.any():
+                raise ValueError("attention_mask is all zeros: every token is padding, so there is nothing to compute; "
+                                 "mark real tokens with 1")
         if targets is not None:
             targets = check_like("targets", targets, lambda t: (t == -100) | ((t >= 0) & (t < cfg.vocab_size)),
                                  f"targets are ids in [0, {cfg.vocab_size}) or -100 (no loss there)")
-        return modality, valid, targets
+        return tokens, modality, valid, targets
 
     @torch.no_grad()
     def generate(self, tokens, max_new_tokens: int, attention_mask=None, modality=None, temperature: float = 0.0,
@@ -732,10 +763,20 @@ class MoST(nn.Module):
         either side (attention_mask). Returns only the new ids (B, max_new_tokens); after a row's
         EOS (if stop_at_eos) it holds pad_token_id. New ids get their modality from the id."""
         cfg = self.config
-        if max_new_tokens < 1 or temperature < 0 or (top_k is not None and top_k < 1):
-            raise ValueError(f"need max_new_tokens >= 1, temperature >= 0, top_k >= 1 or None; got "
-                             f"{max_new_tokens}, {temperature}, {top_k}")
-        modality, valid, _ = self._check_inputs(tokens, modality, None, attention_mask, None)
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+        if not is_int(max_new_tokens) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+        if top_k is not None and (not is_int(top_k) or top_k < 1):
+            raise ValueError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+                or temperature < 0:
+            raise ValueError(f"need a finite temperature >= 0 (0: greedy), got {temperature!r}")
+        tokens, modality, valid, _ = self._check_inputs(tokens, modality, None, attention_mask, None)
+        if not valid.any(dim=1).all():
+            raise ValueError(f"prompts {(~valid.any(dim=1)).nonzero().flatten().tolist()} are all padding: each "
+                             "prompt needs at least one real token to continue from")
         B, T = tokens.shape
         if T + max_new_tokens > cfg.max_position_embeddings:
             raise ValueError(f"prompt {T} + {max_new_tokens} new tokens exceeds max_position_embeddings="
@@ -751,6 +792,9 @@ class MoST(nn.Module):
             start = cache.length if cache is not None else 0  # with a cache, feed only the new ids
             logits = self(seq[:, start:], seq_mod[:, start:], attention_mask=seq_valid[:, start:],
                           cache=cache).logits[:, -1].float()                     # (B, vocab)
+            if not torch.isfinite(logits).all():
+                raise FloatingPointError(f"generate: the logits of new token {i} hold NaN or inf; check the "
+                                         "weights (NaN or inf in them?) and the precision (try fp32)")
             nxt = next_token(logits, temperature, top_k, generator)
             nxt = nxt.masked_fill(done, cfg.pad_token_id)  # finished rows emit padding
             out[:, i] = nxt

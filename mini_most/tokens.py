@@ -123,6 +123,9 @@ class Tokenizer:
                 or codes.dtype == torch.bool:
             raise ValueError("codes must be an integer tensor (codebooks, frames), got "
                              f"{tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__}")
+        if codes.shape[0] > 32:   # no codec has more codebooks than that (EnCodec: 32 at 24 kbps)
+            raise ValueError(f"codes {tuple(codes.shape)} have {codes.shape[0]} rows: that looks like (frames, "
+                             "codebooks); pass (codebooks, frames), e.g. codes.T")
         if codes.shape[0] < self.codebooks or codes.shape[1] == 0:
             raise ValueError(f"codes {tuple(codes.shape)}: need at least {self.codebooks} codebooks and 1 frame")
         codes = codes[: self.codebooks].long()
@@ -133,7 +136,7 @@ class Tokenizer:
 
     def decode_audio(self, ids) -> torch.Tensor:
         """Audio ids -> codes (codebooks, F). Every id must be audio and sit at its codebook's position."""
-        ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+        ids = _integer_ids(ids)
         if len(ids) == 0 or len(ids) % self.codebooks:
             raise ValueError(f"{len(ids)} audio ids do not make whole frames of {self.codebooks} codebooks")
         rel = ids - self.audio_start
@@ -150,7 +153,7 @@ class Tokenizer:
         """The audio ids of a generated response: everything before the first id that is not this
         tokenizer's audio at its position (e.g. <eoa>, or a codebook-1 id where codebook 0 belongs),
         trimmed to whole frames, so decode_audio always accepts it."""
-        ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+        ids = _integer_ids(ids)
         rel = ids - self.audio_start
         position = torch.arange(len(ids)) % self.codebooks                # the codebook each position holds
         is_audio = (rel >= 0) & (rel < self.codebooks * self.cardinality) & (rel // self.cardinality == position)
@@ -197,8 +200,8 @@ class Tokenizer:
 
     def _check_text(self, text: str) -> list[int]:
         t = self.encode_text(text)
-        if not t:
-            raise ValueError("empty text: a task needs at least one character")
+        if not text.strip():
+            raise ValueError(f"empty text {text!r} (nothing but white space): a task needs at least one visible character")
         return t
 
     def asr(self, codes: torch.Tensor, text: str) -> Example:
@@ -225,6 +228,14 @@ class Tokenizer:
         head = [self.encode_audio(codes[:, :prompt_frames])] if prompt_frames else []
         return self._example("speech", [self.bos, self.marker["<speech>"], self.boa, *head],
                              [self.encode_audio(codes[:, prompt_frames:]), self.eoa, self.eos], text)
+
+
+def _integer_ids(ids) -> torch.Tensor:
+    """ids as a flat int64 tensor; float or bool ids are refused, not rounded."""
+    ids = torch.as_tensor(ids)
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
+        raise ValueError(f"ids must be integers, got {ids.dtype}")
+    return ids.long().reshape(-1)
 
 
 def task_stream(corpus: Corpus, tokenizer: Tokenizer, mix: dict | None = None, split: str = "train",

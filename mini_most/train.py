@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ import torch
 
 from .corpus import Corpus, load_corpus
 from .evaluate import loss_by_modality, split_losses  # noqa: F401  (split_losses: 0.3.0 imported it from here)
+from .files import check_finite, load_tensors, save_tensors
 from .model import MoST, MoSTConfig
 from .tokens import IGNORE, STAGE1_MIX, Tokenizer, batches, task_stream
 from .utils import PRECISIONS, autocast, bf16_works, set_seed, uses_bf16  # noqa: F401  (uses_bf16: 0.3.0's home)
@@ -57,14 +57,29 @@ class TrainConfig:
     precision: str = "auto"             # "bf16" autocast, "fp32", or "auto": bf16 where the CPU/GPU runs it
 
     def __post_init__(self):
+        def need(ok, msg):
+            if not ok:
+                raise ValueError(f"TrainConfig: {msg}")
+        for f in ("steps", "batch_size", "warmup_steps", "eval_batches", "eval_every", "checkpoint_every", "codebooks", "seed"):
+            v = getattr(self, f)
+            need(isinstance(v, int) and not isinstance(v, bool), f"{f} must be an integer, got {v!r}")
+        for f in ("steps", "batch_size", "warmup_steps", "eval_batches", "codebooks"):
+            need(getattr(self, f) >= 1, f"{f} must be >= 1, got {getattr(self, f)}")
+        for f in ("eval_every", "checkpoint_every"):
+            need(getattr(self, f) >= 0, f"{f} must be >= 0 (0: off), got {getattr(self, f)}")
+        for f in ("lr", "min_lr_ratio", "weight_decay", "grad_clip"):
+            v = getattr(self, f)
+            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                 f"{f} must be a finite number, got {v!r}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(self.grad_clip >= 0, f"grad_clip must be >= 0 (0: no clipping), got {self.grad_clip}")
         self.betas = tuple(self.betas)
-        bad = [f for f in ("steps", "batch_size", "warmup_steps", "eval_batches") if int(getattr(self, f)) < 1]
-        if bad or self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or min(self.eval_every, self.checkpoint_every) < 0 \
-                or self.grad_clip < 0:
-            raise ValueError(f"TrainConfig: need steps, batch_size, warmup_steps, eval_batches >= 1 (bad: {bad}), "
-                             f"lr > 0, 0 <= min_lr_ratio <= 1, eval_every >= 0, grad_clip >= 0; got {self}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}: choose one of {PRECISIONS}")
+        need(len(self.betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas),
+             f"betas must be two numbers in [0, 1), got {self.betas}")
+        need(isinstance(self.mix, dict), f"mix must be a dict of task weights, e.g. {{'asr': 0.5, 'tts': 0.5}}, got {self.mix!r}")
+        need(self.precision in PRECISIONS, f"precision={self.precision!r}: choose one of {PRECISIONS}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -143,6 +158,11 @@ class Trainer:
                 g["lr"] = lr
             b = self._next_batch()
             out, logged = self._step_with_own_rng(b)
+            if not math.isfinite(logged) or not torch.isfinite(out.aux_loss):
+                self.opt.zero_grad(set_to_none=True)     # nothing is applied; the weights stay as they were
+                raise FloatingPointError(f"step {self.step}: the loss is {logged} (balance loss {out.aux_loss.item()}); "
+                                         f"resume from the last checkpoint with a lower lr (now {lr:.2e}) or "
+                                         "precision='fp32', and check the weights and data for NaN")
             clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm   # a DTensor under FSDP
@@ -202,9 +222,7 @@ class Trainer:
     # --- checkpoints ---
     def save(self, path) -> Path:
         """Weights (fp32), AdamW state, the dropout RNG and the step, in one safetensors file."""
-        from safetensors.torch import save_file
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"model.{k}": v.detach().float().contiguous().cpu() for k, v in self.model.state_dict().items()}
         names = {id(p): n for n, p in self.model.named_parameters()}
         for group in self.opt.param_groups:
@@ -220,31 +238,35 @@ class Trainer:
         meta = {"model_config": json.dumps(asdict(self.model.config)), "train_config": json.dumps(asdict(self.config)),
                 "step": str(self.step), "optim_step": json.dumps(optim_step),
                 "history": json.dumps(self.history), "evals": json.dumps(self.evals), "format": "mini_most.train/1"}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)                    # atomic: a crash mid-save keeps the previous checkpoint
-        return path
+        return save_tensors(tensors, path, meta)    # atomic: a crash mid-save keeps the previous checkpoint
 
     @classmethod
     def load(cls, path, corpus: Corpus, device=None, **overrides) -> Trainer:
         """Rebuild the model (on `device`), optimizer and RNG from a checkpoint. Overrides change
         TrainConfig fields: steps=... trains longer but stretches the cosine (the lr rises again from
         the floor); changing seed, mix or batch size changes the data, so it is no longer a resume."""
-        from safetensors import safe_open
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != "mini_most.train/1":
-                raise ValueError(f"{path} is not a mini_most.train checkpoint (no 'format' in its metadata); "
-                                 "weights-only files load with load_weights()")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors, meta = load_tensors(path, "training checkpoint")
+        if meta.get("format") != "mini_most.train/1":
+            raise ValueError(f"{path} is not a mini_most.train checkpoint (no 'format' in its metadata); "
+                             "weights-only files load with load_weights()")
+        missing = [k for k in ("model_config", "train_config", "step", "optim_step", "history", "evals") if k not in meta]
+        missing += [k for k in ("rng.torch",) if k not in tensors]
+        if missing:
+            raise ValueError(f"{path}: the checkpoint lacks {missing}; it was not written by Trainer.save")
+        weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        check_finite(weights, path)
         model = MoST(MoSTConfig(**json.loads(meta["model_config"])))
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        result = model.load_state_dict(weights, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(f"{path}: the weights do not fit the model its config describes: missing "
+                             f"{result.missing_keys[:4]}, unexpected {result.unexpected_keys[:4]}")
         if device is not None:
             model.to(device)
         saved = json.loads(meta["train_config"])
+        if overrides.get("steps", saved["steps"]) < int(meta["step"]):
+            raise ValueError(f"steps={overrides['steps']} is below the checkpoint's step {meta['step']}: "
+                             "there would be nothing to train; give steps above it, or evaluate the loaded model")
         changed = sorted(k for k in overrides if k in saved and overrides[k] != saved[k])
         if changed:
             warnings.warn(f"resuming with changed {changed}: "
@@ -268,23 +290,18 @@ class Trainer:
 
 def save_weights(model: MoST, path, dtype=torch.float16) -> Path:
     """Weights only, in half precision by default (small files to ship), with the model's config."""
-    from safetensors.torch import save_file
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().to(dtype).contiguous().cpu() for k, v in model.state_dict().items()}, str(path),
-              metadata={"model_config": json.dumps(asdict(model.config)), "format": "mini_most.weights/1"})
-    return path
+    return save_tensors({k: v.to(dtype) for k, v in model.state_dict().items()}, path,
+                        {"model_config": json.dumps(asdict(model.config)), "format": "mini_most.weights/1"})
 
 
 def load_weights(path, **config_overrides) -> MoST:
     """A model from save_weights' file (fp32 in memory). Overrides change config fields that keep
     the parameter shapes, e.g. routing="vanilla" <-> "modality" or dropout."""
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != "mini_most.weights/1":
-            raise ValueError(f"{path} is not a mini_most weights file; training checkpoints load with Trainer.load()")
-        state = {k: f.get_tensor(k).float() for k in f.keys()}
+    tensors, meta = load_tensors(path, "weights file")
+    if meta.get("format") != "mini_most.weights/1":
+        raise ValueError(f"{path} is not a mini_most weights file; training checkpoints load with Trainer.load()")
+    state = {k: v.float() for k, v in tensors.items()}
+    check_finite(state, path)
     model = MoST(MoSTConfig(**{**json.loads(meta["model_config"]), **config_overrides}))
     model.load_state_dict(state)
     return model
@@ -298,29 +315,44 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--mix", type=json.loads, default=None, help='e.g. \'{"asr": 0.5, "tts": 0.5}\'')
+    ap.add_argument("--mix", type=_mix_argument, default=None, help='task weights, e.g. \'{"asr": 0.5, "tts": 0.5}\'')
     ap.add_argument("--precision", choices=PRECISIONS, default=None)
-    ap.add_argument("--out", type=Path, default=None, help="checkpoint to write at the end")
-    ap.add_argument("--resume", type=Path, default=None, help="continue from a checkpoint")
+    ap.add_argument("--checkpoint-every", type=int, default=None,
+                    help="save the checkpoint every N steps as well as at the end (default 100; 0: only at the end)")
+    ap.add_argument("--out", type=Path, default=None, help="the checkpoint (default runs/<preset>.safetensors)")
+    ap.add_argument("--resume", type=Path, default=None, help="continue from a checkpoint (and keep saving there)")
     args = ap.parse_args(argv)
     if args.resume and (args.preset or args.routing):
         ap.error("--preset and --routing come from the checkpoint when resuming; drop them")
     given = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                               "mix": args.mix, "precision": args.precision}.items() if v is not None}
+                               "mix": args.mix, "precision": args.precision,
+                               "checkpoint_every": args.checkpoint_every}.items() if v is not None}
     corpus = load_corpus()
     if args.resume:
         trainer = Trainer.load(args.resume, corpus, **given)
     else:
         set_seed(given.get("seed", 0))
         overrides = {"routing": args.routing} if args.routing else {}
-        trainer = Trainer(MoST(MoSTConfig.preset(args.preset or "toy", **overrides)), corpus, TrainConfig(**given))
-    out = args.out or args.resume
+        preset = args.preset or "toy"
+        given.setdefault("checkpoint_every", 100)   # a killed run keeps its last hundred steps
+        trainer = Trainer(MoST(MoSTConfig.preset(preset, **overrides)), corpus, TrainConfig(**given))
+    out = args.out or args.resume or Path("runs") / f"{preset}.safetensors"
     trainer.train(checkpoint=out)
     if not trainer.evals or trainer.evals[-1]["step"] != trainer.step:
         trainer.evaluate()
     print(json.dumps(trainer.evals[-1]))
-    if out:
-        print(f"saved {out}")
+    print(f"saved {out} (step {trainer.step}); continue with --resume {out} --steps N")
+
+
+def _mix_argument(text: str) -> dict:
+    try:
+        mix = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"--mix must be a JSON object of task weights, e.g. '{{\"asr\": 0.5, "
+                                         f"\"tts\": 0.5}}'; got {text!r} ({e})") from e
+    if not isinstance(mix, dict):
+        raise argparse.ArgumentTypeError(f"--mix must be a JSON object of task weights, got {type(mix).__name__}: {text!r}")
+    return mix
 
 
 if __name__ == "__main__":

@@ -201,3 +201,42 @@ def test_bad_settings_are_refused():
         ablate(["sparse"], [0], CFG, "/nonexistent")
     with pytest.raises(ValueError, match="full needs GPUs"):
         ablate(["dense"], [0], replace(CFG, preset="full"), "/nonexistent")
+
+
+def test_merging_into_one_of_its_inputs_keeps_its_runs(grid, tmp_path):
+    a, b = grid
+    (tmp_path / "a").mkdir()
+    mine = tmp_path / "a" / "results.json"
+    mine.write_text((a / "results.json").read_text())
+    main(["--merge", str(mine), str(b / "results.json"), "--out", str(tmp_path / "a")])
+    r = json.loads(mine.read_text())
+    assert sorted((x["arm"], x["seed"]) for x in r["runs"]) == sorted(
+        [(arm, 0) for arm in ARMS] + [("modality", 1), ("dense", 1)])
+    with pytest.raises(SystemExit):                      # a results file that is not an input: refused, kept
+        main(["--merge", str(b / "results.json"), "--out", str(tmp_path / "a")])
+    assert json.loads(mine.read_text()) == r
+
+
+def test_results_survive_a_kill_while_they_are_written(grid, tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import mini_most.ablate as ablate_module
+    a, _ = grid
+    out = tmp_path / "grid"
+    shutil.copytree(a, out)
+    before = json.loads((out / "results.json").read_text())
+
+    def quick_run(arm, seed, *args, **kw):               # a finished run, without the training
+        return {**before["runs"][0], "arm": arm, "seed": seed}
+    real = Path.write_text
+
+    def killed_mid_write(self, text, *args, **kw):
+        real(self, text[: len(text) // 2])
+        raise OSError("killed mid-write")
+    monkeypatch.setattr(ablate_module, "run", quick_run)
+    monkeypatch.setattr(Path, "write_text", killed_mid_write)
+    with pytest.raises(OSError, match="mid-write"):
+        ablate(ARMS, [0, 7], CFG, out, judge=False, progress=False, log=lambda line: None)
+    monkeypatch.undo()
+    assert json.loads((out / "results.json").read_text()) == before     # whole, as before the kill

@@ -31,7 +31,7 @@ from mini_most.evaluate import transcribe  # noqa: E402
 from mini_most.train import TrainConfig, Trainer  # noqa: E402
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=810)
     ap.add_argument("--checkpoints", type=int, default=4, help="evaluations spread over the run")
@@ -43,7 +43,11 @@ def main(argv=None):
     ap.add_argument("--routing", default="modality")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("build/learnability.json"))
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
 
     torch.set_num_threads(args.threads)
     corpus = load_corpus()

@@ -5,13 +5,14 @@
 #   make student     output-free copies of the notebooks for a class, in build/student (solutions stay out)
 #   make bench       benchmarks/moe_layer.py and train_step.py
 #   make ablation    the routing ablation's full grid (3 arms x 3 seeds, ~75 min on 2 cores) into results/ablation_small
+#   make gpu-check   on a GPU machine, without setup: tools/gpu_check.py proves the GPU paths in under 5 minutes (benchmarks/gpu)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 # the stamp is remade (a reinstall) only when the pins change
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup notebooks test lab student bench ablation clean
+.PHONY: setup notebooks test lab student bench ablation gpu-check clean
 
 setup: $(STAMP)
 
@@ -44,6 +45,11 @@ bench: setup  # rewrites the committed results; the full-width row needs ~13 GB 
 
 ablation: setup  # rewrites the committed grid (notebook 05 and the README read it)
 	$(BIN)/python -m mini_most.ablate --seeds 3 --out results/ablation_small
+
+# no setup: a lent GPU machine has its own Python with torch and transformers, and no time for pip
+GPU_PYTHON ?= python3
+gpu-check:
+	PYTHONPATH=. $(GPU_PYTHON) tools/gpu_check.py --out benchmarks/gpu
 
 clean:
 	rm -rf $(VENV) *.egg-info

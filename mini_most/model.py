@@ -816,10 +816,11 @@ def use_grouped_mm(x: torch.Tensor, inter: int) -> bool:
     """Whether the sorted dispatch runs the experts (width `inter`) on tokens x (N, hidden) with
     torch._grouped_mm. It runs every expert's matmul in one call, and its backward writes the
     stacked expert gradients directly. It is a private op whose support varies by build and device
-    (CUDA: bf16 on recent GPUs, with 16-byte aligned rows), so a probe checks it once per device and
-    dtype against plain matmuls; where it fails, the loop over sorted slices runs instead."""
+    (CUDA: bf16 on recent GPUs), so a probe checks it once per device and dtype against plain
+    matmuls; where it fails, the loop over sorted slices runs instead."""
     ok_dtype = x.dtype == torch.bfloat16 or (x.device.type == "cpu" and x.dtype == torch.float32)
-    aligned = x.device.type == "cpu" or (x.shape[-1] % 8 == 0 and inter % 8 == 0)
+    # its rows must be 16-byte aligned on every device: 8 bf16 values (autocast may run it in bf16)
+    aligned = x.shape[-1] % 8 == 0 and inter % 8 == 0
     return ok_dtype and aligned and _grouped_mm_works(x.device.type, x.device.index, x.dtype)
 
 

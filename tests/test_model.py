@@ -250,7 +250,7 @@ def test_grouped_mm_probe_is_quiet_and_picks_dtypes():
     assert not use(torch.ones(1, 64, dtype=torch.float64), 32)
     assert not use(torch.ones(1, 64, dtype=torch.float16), 32)
     assert not use(torch.ones(1, 64, dtype=torch.bfloat16, device="meta"), 32)   # falls back, no error
-    assert not use(torch.ones(1, 60, dtype=torch.bfloat16, device="meta"), 32)   # off the CPU: rows must be 16-byte aligned
+    assert not use(torch.ones(1, 60), 32)                               # rows must be 16-byte aligned (8 bf16 values)
 
 
 @pytest.mark.parametrize("dispatch", ["sorted", "loop"], ids=["grouped_mm", "loop"])
@@ -272,6 +272,20 @@ def test_sorted_dispatch_under_bf16_autocast_even_as_the_first_call(dispatch):
     torch.testing.assert_close(y, y_ref, atol=2e-2, rtol=2e-2)
     if dispatch == "sorted":
         assert model_module.use_grouped_mm(x, cfg.moe_intermediate_size)   # the probe, run under autocast, said yes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sorted_dispatch_takes_the_loop_at_unaligned_widths(dtype):
+    # torch._grouped_mm needs 16-byte aligned rows (on CPU too): a width of 36 must not reach it
+    cfg = MoSTConfig.preset("toy", moe_intermediate_size=36)
+    assert not model_module.use_grouped_mm(torch.ones(1, cfg.hidden_size, dtype=dtype), cfg.moe_intermediate_size)
+    set_seed(0)
+    fast, ref = MoE(cfg).to(dtype), MoE(replace(cfg, dispatch="reference")).to(dtype)
+    ref.load_state_dict(fast.state_dict())
+    x, modality = torch.randn(2, 10, cfg.hidden_size, dtype=dtype), torch.randint(0, 2, (2, 10))
+    valid = torch.ones(2, 10, dtype=torch.bool)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(fast(x, modality, valid).out, ref(x, modality, valid).out, atol=tol, rtol=tol)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -5,7 +5,8 @@ import torch
 
 from mini_most import DATA_SAMPLES, MoSTConfig
 from mini_most.codec import load_codec, multiscale_mel_distance
-from mini_most.data import Tokenizer, load_corpus
+from mini_most.corpus import load_corpus
+from mini_most.tokens import Tokenizer
 
 config = MoSTConfig.preset("small")
 corpus = load_corpus()

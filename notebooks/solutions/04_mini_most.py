@@ -6,10 +6,11 @@ import math
 import torch
 
 from mini_most import MoST, MoSTConfig, by_scale, set_seed
-from mini_most.data import Tokenizer, batches, load_corpus, task_stream
+from mini_most.corpus import load_corpus
+from mini_most.evaluate import split_losses
 from mini_most.memory import memory_estimate
 from mini_most.model import rope_inv_freq
-from mini_most.train import split_losses
+from mini_most.tokens import Tokenizer, batches, task_stream
 
 full = MoSTConfig.preset("full")
 

@@ -36,6 +36,7 @@ import argparse
 import json
 import math
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -135,6 +136,8 @@ def base_folder(kind: str, cfg: AblationConfig, corpus: Corpus, cache: Path, ret
             return folder
     folder = Path(cache) / name
     model, info = train_base(kind, cfg, corpus, progress)
+    if folder.exists():
+        shutil.rmtree(folder)                    # the cache's own folder: a base made with other settings
     # fp16 shards of at most 8 MiB: the small MoE base (11.5 MB) ships in two files under the 10 MiB limit
     export_pretrained(model, folder, max_shard_bytes=8 * 2**20, dtype=torch.float16)
     write_text_atomic(folder / "base.json", json.dumps(info, indent=1))

@@ -24,6 +24,7 @@ import functools
 import json
 import logging
 import math
+import os
 import re
 import time
 import warnings
@@ -336,7 +337,8 @@ class EncodecCodec(Codec):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # pickle's and torch's errors vary by version: any failure refuses the file
-            raise ValueError(f"{path} is not a plain tensor checkpoint ({type(e).__name__}: {str(e)[:200]}); it was "
+            first = (str(e).split(".")[0].splitlines() or [""])[0][:120]   # torch's message runs to pages
+            raise ValueError(f"{path} is not a plain tensor checkpoint ({type(e).__name__}: {first}); it was "
                              "refused unread. Delete it and load again to download a fresh copy") from e
 
     @torch.no_grad()
@@ -397,11 +399,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not (args.corpus / "manifest.json").is_file():   # check the input before touching the output or its log
         ap.error(f"no corpus at {args.corpus} (no manifest.json): build one with `python -m mini_most.corpus build`")
+    read_json(args.corpus / "manifest.json", "corpus manifest")          # a truncated one is named here
     if min(args.codebooks, args.cardinality, args.frames, args.iters) < 1:
         ap.error("--codebooks, --cardinality, --frames and --iters must be >= 1")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    handlers = [logging.StreamHandler(), logging.FileHandler(args.out.with_suffix(".log"), mode="w")]
-    for h in handlers:  # to the screen and to a log file beside the checkpoint
+    # to the screen and to a log beside the checkpoint; the log replaces the old one only on success
+    log_file, tmp_log = args.out.with_suffix(".log"), args.out.with_suffix(".log.tmp")
+    handlers = [logging.StreamHandler(), logging.FileHandler(tmp_log, mode="w")]
+    for h in handlers:
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(h)
     log.setLevel(logging.INFO)
@@ -411,6 +416,7 @@ def main(argv=None):
         for h in handlers:
             log.removeHandler(h)
             h.close()
+    os.replace(tmp_log, log_file)
 
 
 def train(args) -> None:

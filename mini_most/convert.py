@@ -168,10 +168,10 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
 
 def export_pretrained(model, folder, max_shard_bytes: int = 2 * 2**30, dtype: torch.dtype | None = None) -> Path:
     """Write config.json and safetensors shards (with their index when there is more than one) that
-    transformers' DeepseekV2ForCausalLM.from_pretrained and load_pretrained both read. A previous
-    export into the same folder is replaced (the files it wrote, as its index and content hashes
-    name them); any other weight file there is left alone, and one that the new export would
-    overwrite is refused."""
+    transformers' DeepseekV2ForCausalLM.from_pretrained and load_pretrained both read. Exporting
+    again into the same folder replaces the earlier export (every file it wrote is marked); a folder
+    holding weights or an index that export_pretrained did not write is refused, untouched. The new
+    files are written (each atomically) before the old ones go, so a kill mid-export loses neither."""
     folder = Path(folder)
     shards, current, size = [], {}, 0
     for name, t in hf_state_dict(model).items():
@@ -184,21 +184,22 @@ def export_pretrained(model, folder, max_shard_bytes: int = 2 * 2**30, dtype: to
     names = ["model.safetensors"] if len(shards) == 1 else \
         [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
     previous = _previous_export(folder)
-    foreign = [n for n in names if (folder / n).exists() and folder / n not in previous]
+    foreign = sorted(p.name for p in [*folder.glob("model*.safetensors"), folder / INDEX] if p.exists() and p not in previous)
     if foreign:
-        raise FileExistsError(f"{folder} already holds {foreign[:3]}, which export_pretrained did not write: "
-                              "export into an empty folder, or move those files first")
-    for old in previous:
-        old.unlink(missing_ok=True)              # a previous export's shards must not outlive it
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "config.json", json.dumps(config_to_dict(model.config), indent=1))
+        raise FileExistsError(f"{folder} holds {foreign[:3]}, which export_pretrained did not write: export into "
+                              "an empty folder, or move those files first")
+    marker = {"format": "pt", "written_by": EXPORTER}
     for fname, shard in zip(names, shards):
-        save_tensors(shard, folder / fname, {"format": "pt"})
+        save_tensors(shard, folder / fname, marker)
     if len(shards) > 1:
         weight_map = {k: fname for fname, shard in zip(names, shards) for k in shard}
         total = sum(t.nbytes for shard in shards for t in shard.values())
         write_text_atomic(folder / INDEX, json.dumps(
             {"metadata": {"total_size": total, "written_by": EXPORTER}, "weight_map": weight_map}, indent=1))
+    write_text_atomic(folder / "config.json", json.dumps(config_to_dict(model.config), indent=1))
+    for old in previous:                         # the earlier export's files that the new one did not replace
+        if old.name not in names and not (old.name == INDEX and len(shards) > 1):
+            old.unlink(missing_ok=True)
     return folder
 
 
@@ -206,19 +207,19 @@ INDEX, EXPORTER = "model.safetensors.index.json", "mini_most.convert.export_pret
 
 
 def _previous_export(folder: Path) -> list[Path]:
-    """The files an earlier export_pretrained wrote into folder: its index and the shards that index
-    names, or its single model.safetensors (known by the content hash in its metadata)."""
+    """The files an earlier export_pretrained wrote into folder: its index and the shards it names,
+    and a single model.safetensors it wrote (each marked written_by in its metadata)."""
     found = []
     index = folder / INDEX
     if index.exists():
         meta = read_json(index, "checkpoint index")
-        if meta.get("metadata", {}).get("written_by") == EXPORTER:
+        if isinstance(meta, dict) and meta.get("metadata", {}).get("written_by") == EXPORTER:
             found += [inside(folder, s, f"{INDEX}: shard") for s in sorted(set(meta["weight_map"].values()))] + [index]
     single = folder / "model.safetensors"
     if single.exists():
         try:
             with open_tensors(single) as f:
-                ours = HASH_KEY in (f.metadata() or {})
+                ours = (f.metadata() or {}).get("written_by") == EXPORTER
         except ValueError:                       # not even a safetensors file: certainly not ours
             ours = False
         if ours:

@@ -7,6 +7,8 @@ Every name this module had still imports from here, `data.speak` is `corpus.espe
 
 from __future__ import annotations
 
+import warnings
+
 from .corpus import (  # noqa: F401
     GAIN,
     PITCHES,
@@ -47,6 +49,9 @@ from .tokens import (  # noqa: F401
 )
 
 speak = espeak  # 0.3.0's name; ablate.speak is the model speaking, this is espeak-ng
+
+warnings.warn("mini_most.data is now mini_most.corpus (the corpus) and mini_most.tokens (the tokens); "
+              "mini_most.data goes in 0.5.0", DeprecationWarning, stacklevel=2)
 
 if __name__ == "__main__":
     main()

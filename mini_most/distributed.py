@@ -33,6 +33,7 @@ import torch.distributed as dist
 import torch.utils.checkpoint
 
 from .corpus import Corpus, load_corpus
+from .files import read_json, write_text_atomic
 from .model import MoST, MoSTConfig
 from .tokens import IGNORE, Batch
 from .train import TrainConfig, Trainer
@@ -119,7 +120,7 @@ class FSDPTrainer(Trainer):
             meta = {"model_config": asdict(self.model.config), "train_config": asdict(self.train_config),
                     "step": self.step, "history": self.history, "evals": self.evals,
                     "rng": self._rng.tolist(), "format": "mini_most.distributed/1", "world": self.world}
-            (path / "trainer.json").write_text(json.dumps(meta))
+            write_text_atomic(path / "trainer.json", json.dumps(meta))
         dist.barrier()
         return path
 
@@ -136,7 +137,7 @@ def load_sharded(path, corpus: Corpus, **overrides) -> Trainer:
     path = Path(path)
     if not (path / "trainer.json").exists():
         raise FileNotFoundError(f"{path} is not a sharded mini_most checkpoint (no trainer.json)")
-    meta = json.loads((path / "trainer.json").read_text())
+    meta = read_json(path / "trainer.json", "sharded checkpoint's trainer.json")
     model = MoST(MoSTConfig(**meta["model_config"]))
     trainer = Trainer(model, corpus, TrainConfig(**{**meta["train_config"], **overrides}))
     model_sd, optim_sd = get_state_dict(model, trainer.opt)          # also creates AdamW's state to load into

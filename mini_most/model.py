@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import operator
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -33,6 +35,17 @@ ROUTING_MODES = ("modality", "vanilla", "dense")
 # with one matmul per expert; "reference" is the readable per-expert loop the others are tested against
 DISPATCH_MODES = ("sorted", "loop", "reference")
 TEXT, AUDIO = 0, 1  # modality ids
+
+
+def is_integer(v) -> bool:
+    """An int, or a numpy or torch integer; not a bool, not a float."""
+    if isinstance(v, bool):
+        return False
+    try:
+        operator.index(v)
+        return True
+    except TypeError:
+        return False
 
 # MoST's rope_scaling, as in its config.json: YaRN stretches 4k-token RoPE to 40 x 4k = 160k.
 MOST_YARN = {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
@@ -83,6 +96,32 @@ class MoSTConfig:
     dispatch: str = "sorted"                # "sorted" (fast), "loop" or "reference": see DISPATCH_MODES
 
     def __post_init__(self):
+        self._validate()
+
+    # --- derived quantities ---
+    @property
+    def audio_token_end(self) -> int:       # one past the last audio id
+        return self.audio_token_start + self.audio_codebooks * self.audio_cardinality
+
+    @property
+    def qk_head_dim(self) -> int:           # 128 + 64 = 192 in full
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    @property
+    def dense_arm_intermediate_size(self) -> int:
+        # routing="dense": one MLP as wide as the k routed + shared experts a token uses,
+        # so each token sees the same active parameters and FLOPs as in the MoE arms
+        return (self.num_experts_per_tok + self.n_shared_experts) * self.moe_intermediate_size
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return layer >= self.first_k_dense_replace and self.routing != "dense"
+
+    def token_modality(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Modality of each id: 1 inside the audio range, else 0 (text, specials, markers)."""
+        return ((tokens >= self.audio_token_start) & (tokens < self.audio_token_end)).long()
+
+    def _validate(self) -> None:
+        """Every field checked once, with an error that names it and says what would fit."""
         def need(ok, msg):
             if not ok:
                 raise ValueError(f"MoSTConfig: {msg}")
@@ -98,7 +137,8 @@ class MoSTConfig:
                   "n_text_experts", "n_audio_experts", "n_shared_experts")
         for f in sizes + counts:
             v = getattr(self, f)
-            need(isinstance(v, int) and not isinstance(v, bool), f"{f} must be an integer, got {v!r} ({type(v).__name__})")
+            need(is_integer(v), f"{f} must be an integer, got {v!r} ({type(v).__name__})")
+            setattr(self, f, int(v))                # a numpy or torch integer becomes a plain int
         for f in sizes:
             need(getattr(self, f) >= 1, f"{f} must be a positive integer, got {getattr(self, f)}")
         for f in ("rms_norm_eps", "initializer_range", "dropout", "rope_theta", "routed_scaling_factor", "aux_loss_alpha"):
@@ -143,28 +183,6 @@ class MoSTConfig:
                      f"rope_scaling[{k!r}] must be a finite number, got {v!r}")
             need(self.rope_scaling["factor"] > 0 and self.rope_scaling["original_max_position_embeddings"] > 0,
                  f"rope_scaling's factor and original_max_position_embeddings must be > 0, got {self.rope_scaling}")
-
-    # --- derived quantities ---
-    @property
-    def audio_token_end(self) -> int:       # one past the last audio id
-        return self.audio_token_start + self.audio_codebooks * self.audio_cardinality
-
-    @property
-    def qk_head_dim(self) -> int:           # 128 + 64 = 192 in full
-        return self.qk_nope_head_dim + self.qk_rope_head_dim
-
-    @property
-    def dense_arm_intermediate_size(self) -> int:
-        # routing="dense": one MLP as wide as the k routed + shared experts a token uses,
-        # so each token sees the same active parameters and FLOPs as in the MoE arms
-        return (self.num_experts_per_tok + self.n_shared_experts) * self.moe_intermediate_size
-
-    def is_moe_layer(self, layer: int) -> bool:
-        return layer >= self.first_k_dense_replace and self.routing != "dense"
-
-    def token_modality(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Modality of each id: 1 inside the audio range, else 0 (text, specials, markers)."""
-        return ((tokens >= self.audio_token_start) & (tokens < self.audio_token_end)).long()
 
     # --- construction ---
     @classmethod
@@ -213,7 +231,7 @@ PRESETS = {
 
 
 # ----------------------------------------------------------------------------------------------
-# normalisation and rotary position embedding (with YaRN)
+# normalisation, the one rule that draws initial weights, rotary position embedding (with YaRN)
 
 
 class RMSNorm(nn.Module):
@@ -227,6 +245,17 @@ class RMSNorm(nn.Module):
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xf.to(x.dtype)
+
+
+def init_parameters(module: nn.Module, std: float) -> None:
+    """DeepSeek's init, by module type, for the module's own parameters: RMSNorm weights 1, every
+    other weight (linear, embedding, experts, router) ~ N(0, std). The one place weights are drawn."""
+    with torch.no_grad():
+        for p in module.parameters(recurse=False):
+            if isinstance(module, RMSNorm):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, std)
 
 
 def yarn_mscale(factor: float, mscale: float) -> float:
@@ -337,7 +366,8 @@ class KVCache:
         return LayerCache(self, i)
 
     def update(self, layer: int, latent: torch.Tensor) -> torch.Tensor:
-        """0.3.0's name for append (kept for one release)."""
+        """0.3.0's name for append, kept for one release."""
+        warnings.warn("KVCache.update is now KVCache.append; update goes in 0.5.0", DeprecationWarning, stacklevel=2)
         return self.append(layer, latent)
 
 
@@ -423,18 +453,7 @@ class MLP(nn.Module):
                 valid: torch.Tensor | None = None) -> LayerOutput:
         """x (..., hidden) -> LayerOutput(out (..., hidden)). modality and valid are not used (a
         dense MLP treats every token alike): the call is the same as an MoE layer's."""
-        return LayerOutput(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
-
-
-def init_parameters(module: nn.Module, std: float) -> None:
-    """DeepSeek's init, by module type, for the module's own parameters: RMSNorm weights 1, every
-    other weight (linear, embedding, experts, router) ~ N(0, std). The one place weights are drawn."""
-    with torch.no_grad():
-        for p in module.parameters(recurse=False):
-            if isinstance(module, RMSNorm):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, std)
+        return LayerOutput(swiglu(x, self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight))
 
 
 class Experts(nn.Module):
@@ -448,7 +467,9 @@ class Experts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(n, hidden, inter))
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:     # as nn.Linear's: a usable layer on its own
+    def reset_parameters(self) -> None:
+        # drawn here, as nn.Linear draws its own, so a layer built alone is usable; MoST.init_weights
+        # then draws every weight of the model again, module by module, from the same rule
         init_parameters(self, self.std)
 
     def per_expert(self):
@@ -541,8 +562,11 @@ class MoE(nn.Module):
         aux = balance_loss(scores.view(B, T, -1), ids.view(B, T, -1), valid, self.cfg.aux_loss_alpha)
         pad = ~valid.reshape(-1, 1)
         ids, weights = ids.masked_fill(pad, -1), weights.masked_fill(pad, 0.0)  # pads go to no expert
-        dispatch = self.dispatch_reference if self.cfg.dispatch == "reference" else self.dispatch_sorted
-        y = dispatch(flat, ids, weights)
+        if self.cfg.dispatch == "reference":
+            y = self.dispatch_reference(flat, ids, weights)
+        else:  # "sorted" runs the grouped matmul where torch can; "loop" always loops over the sorted slices
+            grouped = self.cfg.dispatch == "sorted" and use_grouped_mm(flat, self.cfg.moe_intermediate_size)
+            y = self.dispatch_sorted(flat, ids, weights, grouped)
         if self.shared_experts is not None:
             y = y + self.shared_experts(flat).out
         return LayerOutput(y.view(B, T, H), aux, Routing(self.layer, ids.view(B, T, -1), weights.detach().view(B, T, -1)))
@@ -558,7 +582,7 @@ class MoE(nn.Module):
             y.index_add_(0, token, out.to(x.dtype))
         return y
 
-    def dispatch_sorted(self, x, ids, weights):
+    def dispatch_sorted(self, x, ids, weights, grouped: bool):
         """Fast: sort the (token, slot) pairs by expert once, so each expert's tokens form one
         contiguous slice; run the experts on their slices; scatter back with one index_add.
         Same sums as the reference. x (N, H), ids and weights (N, k) -> (N, H)."""
@@ -572,10 +596,7 @@ class MoE(nn.Module):
         token = order // k                                              # (M,) the token of each pair
         xs = x.index_select(0, token)                                   # (M, H), grouped by expert
         ws = weights.flatten()[order, None].to(x.dtype)                 # (M, 1)
-        if self.cfg.dispatch == "sorted" and use_grouped_mm(x, self.cfg.moe_intermediate_size):
-            ys = self._grouped_experts(xs, ws, counts)
-        else:
-            ys = self._looped_experts(xs, ws, counts)
+        ys = self._grouped_experts(xs, ws, counts) if grouped else self._looped_experts(xs, ws, counts)
         return torch.zeros_like(x).index_add_(0, token, ys.to(x.dtype))   # autocast may have made ys bf16
 
     def _grouped_experts(self, xs, ws, counts):
@@ -620,7 +641,7 @@ class Block(nn.Module):
         """x (B, T, hidden) -> LayerOutput(the new x, the MoE layer's balance loss and routing)."""
         x = x + self.drop(self.self_attn(self.input_layernorm(x), rope, attn_mask, cache))
         ffn = self.mlp(self.post_attention_layernorm(x), modality, valid)   # MLP or MoE: the same call
-        return ffn._replace(out=x + self.drop(ffn.out))
+        return LayerOutput(x + self.drop(ffn.out), ffn.aux_loss, ffn.routing)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -695,10 +716,11 @@ class MoST(nn.Module):
         x = self.drop(self.embed_tokens(tokens))                                  # (B, T, hidden)
         aux_loss, routing = x.new_zeros((), dtype=torch.float32), []
         for i, block in enumerate(self.layers):
-            x, aux, r = block(x, rope=rope, attn_mask=attn_mask, modality=modality, valid=valid,
-                              cache=cache.layer(i) if cache is not None else None)
-            if r is not None:
-                aux_loss, routing = aux_loss + aux, routing + [r]
+            y = block(x, rope=rope, attn_mask=attn_mask, modality=modality, valid=valid,
+                      cache=cache.layer(i) if cache is not None else None)
+            x = y.out
+            if y.routing is not None:                                             # an MoE layer
+                aux_loss, routing = aux_loss + y.aux_loss, routing + [y.routing]
         logits = self.lm_head(self.norm(x))                                       # (B, T, vocab)
         if cache is not None:
             cache.advance(tokens.shape[1])
@@ -746,7 +768,7 @@ class MoST(nn.Module):
         else:
             valid = check_like("attention_mask", attention_mask, lambda m: (m == 0) | (m == 1),
                                "use 1 for real tokens and 0 for padding").bool()
-            if not valid.any():
+            if cache is None and not valid.any():   # (with a cache, padding may come first, chunk by chunk)
                 raise ValueError("attention_mask is all zeros: every token is padding, so there is nothing to compute; "
                                  "mark real tokens with 1")
         if targets is not None:
@@ -763,12 +785,9 @@ class MoST(nn.Module):
         either side (attention_mask). Returns only the new ids (B, max_new_tokens); after a row's
         EOS (if stop_at_eos) it holds pad_token_id. New ids get their modality from the id."""
         cfg = self.config
-
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-        if not is_int(max_new_tokens) or max_new_tokens < 1:
+        if not is_integer(max_new_tokens) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-        if top_k is not None and (not is_int(top_k) or top_k < 1):
+        if top_k is not None and (not is_integer(top_k) or top_k < 1):
             raise ValueError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
                 or temperature < 0:
@@ -848,7 +867,7 @@ def _grouped_mm_works(device_type: str, index: int | None, dtype: torch.dtype) -
 # index lists become the split n_text_experts / n_audio_experts; keys for features mini-MoST does
 # not implement (query compression, group-limited routing, ...) must hold their neutral value.
 
-# key -> the values mini-MoST implements; the first is what config_to_dict (convert.py) writes.
+# key -> the values mini-MoST implements; the first is what config_to_dict writes.
 # num_key_value_heads must equal num_attention_heads (MLA has no grouped keys): checked apart.
 NEUTRAL_KEYS = {"attention_bias": (False,), "attention_dropout": (0.0,), "hidden_act": ("silu",), "moe_layer_freq": (1,),
                 "n_group": (1, None), "topk_group": (1, None), "topk_method": ("greedy",), "scoring_func": ("softmax",),

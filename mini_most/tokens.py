@@ -233,6 +233,8 @@ class Tokenizer:
 def _integer_ids(ids) -> torch.Tensor:
     """ids as a flat int64 tensor; float or bool ids are refused, not rounded."""
     ids = torch.as_tensor(ids)
+    if ids.numel() == 0:                        # torch.as_tensor([]) is float32: an empty list is no ids
+        return ids.long().reshape(-1)
     if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
         raise ValueError(f"ids must be integers, got {ids.dtype}")
     return ids.long().reshape(-1)

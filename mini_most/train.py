@@ -33,7 +33,7 @@ import torch
 from .corpus import Corpus, load_corpus
 from .evaluate import loss_by_modality, split_losses  # noqa: F401  (split_losses: 0.3.0 imported it from here)
 from .files import check_finite, load_tensors, save_tensors
-from .model import MoST, MoSTConfig
+from .model import MoST, MoSTConfig, is_integer
 from .tokens import IGNORE, STAGE1_MIX, Tokenizer, batches, task_stream
 from .utils import PRECISIONS, autocast, bf16_works, set_seed, uses_bf16  # noqa: F401  (uses_bf16: 0.3.0's home)
 
@@ -62,7 +62,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {msg}")
         for f in ("steps", "batch_size", "warmup_steps", "eval_batches", "eval_every", "checkpoint_every", "codebooks", "seed"):
             v = getattr(self, f)
-            need(isinstance(v, int) and not isinstance(v, bool), f"{f} must be an integer, got {v!r}")
+            need(is_integer(v), f"{f} must be an integer, got {v!r}")
+            setattr(self, f, int(v))                # a numpy or torch integer becomes a plain int
         for f in ("steps", "batch_size", "warmup_steps", "eval_batches", "codebooks"):
             need(getattr(self, f) >= 1, f"{f} must be >= 1, got {getattr(self, f)}")
         for f in ("eval_every", "checkpoint_every"):
@@ -158,9 +159,11 @@ class Trainer:
                 g["lr"] = lr
             b = self._next_batch()
             out, logged = self._step_with_own_rng(b)
-            if not math.isfinite(logged) or not torch.isfinite(out.aux_loss):
+            # the logged loss is the same on every rank under FSDP, so every rank stops here together;
+            # a NaN balance loss alone shows up in the gradient norm below
+            if not math.isfinite(logged):
                 self.opt.zero_grad(set_to_none=True)     # nothing is applied; the weights stay as they were
-                raise FloatingPointError(f"step {self.step}: the loss is {logged} (balance loss {out.aux_loss.item()}); "
+                raise FloatingPointError(f"step {self.step}: the loss is {logged}; "
                                          f"resume from the last checkpoint with a lower lr (now {lr:.2e}) or "
                                          "precision='fp32', and check the weights and data for NaN")
             clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
@@ -264,7 +267,7 @@ class Trainer:
         if device is not None:
             model.to(device)
         saved = json.loads(meta["train_config"])
-        if overrides.get("steps", saved["steps"]) < int(meta["step"]):
+        if "steps" in overrides and overrides["steps"] < int(meta["step"]):
             raise ValueError(f"steps={overrides['steps']} is below the checkpoint's step {meta['step']}: "
                              "there would be nothing to train; give steps above it, or evaluate the loaded model")
         changed = sorted(k for k in overrides if k in saved and overrides[k] != saved[k])

@@ -203,7 +203,7 @@ def test_bad_settings_are_refused():
         ablate(["dense"], [0], replace(CFG, preset="full"), "/nonexistent")
 
 
-def test_merging_into_one_of_its_inputs_keeps_its_runs(grid, tmp_path):
+def test_merging_into_one_of_its_inputs_keeps_its_runs(grid, tmp_path, capsys):
     a, b = grid
     (tmp_path / "a").mkdir()
     mine = tmp_path / "a" / "results.json"
@@ -214,6 +214,7 @@ def test_merging_into_one_of_its_inputs_keeps_its_runs(grid, tmp_path):
         [(arm, 0) for arm in ARMS] + [("modality", 1), ("dense", 1)])
     with pytest.raises(SystemExit):                      # a results file that is not an input: refused, kept
         main(["--merge", str(b / "results.json"), "--out", str(tmp_path / "a")])
+    assert "is not among the --merge inputs" in capsys.readouterr().err
     assert json.loads(mine.read_text()) == r
 
 

@@ -42,28 +42,45 @@ def codec():
 # ================================================================================================
 # lost data: each of these lost files or work in 0.3.0
 
-def test_export_keeps_files_it_did_not_write(tmp_path):
+def test_export_replaces_its_own_files_and_no_one_else_s(tmp_path):
     m = toy_model()
-    (tmp_path / "model-notes.safetensors").write_bytes(b"the user's own file")
+    (tmp_path / "notes.txt").write_text("the user's notes")
     export_pretrained(m, tmp_path, max_shard_bytes=600_000)                   # sharded
     export_pretrained(m, tmp_path)                                            # again, as one file
-    assert (tmp_path / "model-notes.safetensors").read_bytes() == b"the user's own file"
-    assert not list(tmp_path.glob("model-0*.safetensors"))                    # the previous export's shards went
+    export_pretrained(m, tmp_path, max_shard_bytes=600_000)                   # and sharded again
+    assert (tmp_path / "notes.txt").read_text() == "the user's notes"
+    assert not (tmp_path / "model.safetensors").exists()                      # the previous export's file went
     assert torch.equal(load_pretrained(tmp_path).lm_head.weight, m.lm_head.weight)
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "model.safetensors").write_bytes(b"someone else's weights")
-    with pytest.raises(FileExistsError, match="did not write"):
-        export_pretrained(m, other)
-    assert (other / "model.safetensors").read_bytes() == b"someone else's weights"
+    # a folder holding weights or an index export_pretrained did not write is refused, untouched
+    cases = {"garbage": {"model.safetensors": b"someone else's weights"},
+             "save_weights": {},                                              # a trained model's weights file
+             "foreign index": {"model.safetensors.index.json": json.dumps(
+                 {"metadata": {}, "weight_map": {"lm_head.weight": "model-00001-of-00004.safetensors"}}).encode(),
+                 "config.json": b"{}"}}
+    for name, files in cases.items():
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        for fname, data in files.items():
+            (folder / fname).write_bytes(data)
+        if name == "save_weights":
+            save_weights(m, folder / "model.safetensors")
+        before = {p.name: p.read_bytes() for p in folder.iterdir()}
+        with pytest.raises(FileExistsError, match="export_pretrained did not write"):
+            export_pretrained(m, folder, max_shard_bytes=200_000)
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, name
 
 
-def test_codec_train_checks_its_input_before_touching_the_log(tmp_path):
+def test_codec_train_checks_its_input_before_touching_the_log(tmp_path, capsys):
     out = tmp_path / "codec" / "mel_rvq.safetensors"
     out.parent.mkdir()
     out.with_suffix(".log").write_text("the previous training's log\n")
     with pytest.raises(SystemExit):
         codec_module.main(["train", "--corpus", str(tmp_path / "no_corpus"), "--out", str(out)])
+    assert "no corpus at" in capsys.readouterr().err
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "manifest.json").write_text('{"utterances": [{"id": "0')     # truncated
+    with pytest.raises(ValueError, match="manifest.json is not valid JSON"):
+        codec_module.main(["train", "--corpus", str(tmp_path / "cut"), "--out", str(out)])
     assert out.with_suffix(".log").read_text() == "the previous training's log\n"
 
 
@@ -101,6 +118,20 @@ def test_train_command_saves_periodically_so_a_killed_run_keeps_its_steps(tmp_pa
     from mini_most.corpus import load_corpus
     resumed = Trainer.load(out, load_corpus())
     assert resumed.step == 2                                                  # the last periodic save survived
+    assert resumed.config.checkpoint_every == 2
+
+
+def test_train_command_checkpoints_every_100_steps_by_default(tmp_path, monkeypatch):
+    seen = {}
+
+    def record(self, steps=None, progress=True, checkpoint=None):
+        seen.update(every=self.config.checkpoint_every, checkpoint=checkpoint)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, "train", record)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        train_main(["--preset", "toy", "--steps", "6"])
+    assert seen == {"every": 100, "checkpoint": Path("runs") / "toy.safetensors"}
 
 
 def test_an_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
@@ -131,6 +162,16 @@ def test_non_finite_weights_are_refused_when_loaded(tmp_path):
     export_pretrained(m, tmp_path / "hf")
     with pytest.raises(ValueError, match="experts.3.up_proj.weight.*NaN or inf"):
         load_pretrained(tmp_path / "hf")
+    from mini_most.corpus import load_corpus
+    t = Trainer(m, load_corpus(), TrainConfig(steps=1, batch_size=2, eval_every=0, precision="fp32"))
+    t.save(tmp_path / "c.safetensors")
+    with pytest.raises(ValueError, match="c.safetensors: tensor 'layers.1.mlp.experts.up_proj' holds NaN"):
+        Trainer.load(tmp_path / "c.safetensors", load_corpus())
+    books = torch.randn(1, 8, 80)
+    books[0, 3, 5] = float("inf")
+    MelRVQCodec(books).save(tmp_path / "codec.safetensors")
+    with pytest.raises(ValueError, match="codec.safetensors: tensor 'codebooks' holds NaN or inf"):
+        MelRVQCodec.load(tmp_path / "codec.safetensors")
 
 
 def test_generate_refuses_non_finite_logits():
@@ -186,11 +227,17 @@ def test_train_config_values_that_make_no_sense(field, value, words):
         TrainConfig(**{field: value})
 
 
-def test_all_padding_is_refused():
+def test_all_padding_is_refused_but_padding_first_in_a_cache_is_fine():
     m = toy_model()
     tokens = torch.tensor([[257, 65, 66, 67]])
     with pytest.raises(ValueError, match="attention_mask is all zeros"):
         m(tokens, attention_mask=torch.zeros(1, 4, dtype=torch.long))
+    # a left-padded prompt fed token by token through a cache: its first chunks are all padding
+    from mini_most import KVCache
+    padded, mask = torch.tensor([[256, 256, 257, 65, 66]]), torch.tensor([[0, 0, 1, 1, 1]])
+    cache = KVCache(TOY, 1, 5)
+    steps = [m(padded[:, i:i + 1], attention_mask=mask[:, i:i + 1], cache=cache).logits for i in range(5)]
+    torch.testing.assert_close(steps[-1][:, -1], m(padded, attention_mask=mask).logits[:, -1], atol=1e-5, rtol=0)
     prompts = torch.tensor([[257, 65, 66], [256, 256, 256]])
     with pytest.raises(ValueError, match=r"prompts \[1\] are all padding"):
         m.generate(prompts, 2, attention_mask=torch.tensor([[1, 1, 1], [0, 0, 0]]))
@@ -349,8 +396,18 @@ def test_other_integer_token_dtypes_are_accepted():
     m = toy_model()
     tokens = torch.tensor([[257, 65, 66, 320, 321, 258]])
     want = m(tokens).logits
-    for dtype in (torch.int32, torch.int16, torch.uint8 if tokens.max() < 256 else torch.int16):
+    for dtype in (torch.int32, torch.int16):
         torch.testing.assert_close(m(tokens.to(dtype)).logits, want, rtol=0, atol=0)
+    text = torch.tensor([[72, 105, 33]])                                      # bytes fit uint8
+    torch.testing.assert_close(m(text.to(torch.uint8)).logits, m(text).logits, rtol=0, atol=0)
+
+
+def test_numpy_and_torch_integers_are_integers():
+    import numpy as np
+    cfg = MoSTConfig.preset("toy", hidden_size=np.int64(64), num_hidden_layers=torch.tensor(3))
+    assert cfg == MoSTConfig.preset("toy") and type(cfg.hidden_size) is int
+    assert TrainConfig(steps=np.int32(10)).steps == 10
+    assert toy_model().generate(torch.tensor([[257, 65]]), np.int64(2), top_k=np.int64(5)).shape == (1, 2)
 
 
 @pytest.mark.parametrize("kw, words", [
@@ -432,21 +489,27 @@ def test_paths_from_manifests_and_indexes_stay_inside_their_folder(tmp_path):
 
 
 class Payload:
-    """What a tampered cache could hold: unpickling it would call os.system."""
+    """What a tampered cache could hold: unpickling it would run a command (here: create a file)."""
+
+    def __init__(self, path):
+        self.path = path
 
     def __reduce__(self):
-        import os
-        return (os.system, ("echo pwned > /dev/null",))
+        return (Path.touch, (Path(self.path),))
 
 
 def test_encodec_cache_is_read_as_tensors_only(tmp_path, monkeypatch):
     from mini_most.codec import EncodecCodec
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    ran = tmp_path / "the_payload_ran"
     with open(tmp_path / "hub" / "checkpoints" / EncodecCodec.CHECKPOINT, "wb") as f:
-        pickle.dump({"weight": Payload()}, f, protocol=2)
+        pickle.dump({"weight": Payload(ran)}, f, protocol=2)
+    pickle.loads(pickle.dumps(Payload(tmp_path / "probe")))                    # the payload does run when unpickled
+    assert (tmp_path / "probe").exists()
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(ValueError, match="is not a plain tensor checkpoint.*refused unread"):
         load_codec("encodec")
+    assert not ran.exists()
 
 
 def test_content_hash_refuses_a_corrupted_file_and_hf_files_load_as_before(tmp_path):

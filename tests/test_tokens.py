@@ -347,13 +347,23 @@ def test_a_mixed_batch_trains(corpus):
 
 def test_0_3_0_import_paths_still_work():
     # kept for one release (README changelog, 0.4.0): the names moved, the old paths still import them
-    from mini_most import ablate, convert, corpus, data, evaluate, model, tokens, train
+    from mini_most import ablate, convert, corpus, evaluate, model, tokens, train
+    with pytest.warns(DeprecationWarning, match="mini_most.corpus"):
+        import importlib
+
+        import mini_most.data
+        data = importlib.reload(mini_most.data)
     assert data.Tokenizer is tokens.Tokenizer and data.load_corpus is corpus.load_corpus
     assert data.speak is corpus.espeak and data.main is corpus.main
     assert ablate.speak is evaluate.speak and ablate.transcribe is evaluate.transcribe
     assert ablate.target_stats is evaluate.target_stats and train.split_losses is evaluate.split_losses
     assert convert.config_from_dict is model.config_from_dict and callable(train.uses_bf16)
-    assert model.KVCache.update is not None
+    cfg = MoSTConfig.preset("toy")
+    a, b = model.KVCache(cfg, 1, 4), model.KVCache(cfg, 1, 4)
+    latent = torch.randn(1, 2, cfg.kv_lora_rank + cfg.qk_rope_head_dim)
+    with pytest.warns(DeprecationWarning, match="KVCache.append"):
+        old = a.update(0, latent)
+    assert torch.equal(old, b.append(0, latent)) and torch.equal(a.latent, b.latent)
 
 
 def test_training_and_evaluation_import_no_audio_package():

@@ -39,7 +39,7 @@ lab: setup
 student: setup
 	$(BIN)/python tools/student.py --out build/student
 
-bench: setup  # rewrites the committed results; the full-width row needs ~13 GB of RAM and ~8 minutes
+bench: setup  # rewrites the committed results: ~12 minutes and 13 GB of RAM on 2 cores; run it alone
 	$(BIN)/python benchmarks/moe_layer.py --json benchmarks/moe_layer_cpu.json | tee benchmarks/moe_layer_cpu.txt
 	$(BIN)/python benchmarks/train_step.py --json benchmarks/train_step_cpu.json | tee benchmarks/train_step_cpu.txt
 

@@ -6,7 +6,7 @@ the MoE layer). Contenders: mini-MoST's sorted dispatch (torch._grouped_mm on CP
 without the grouped matmul (a loop over the sorted slices), its per-expert reference dispatch,
 and (if transformers is installed) transformers' DeepseekV2Moe with the same shape.
 
-    python benchmarks/moe_layer.py                 # toy, small, full width (a few minutes on 2 cores)
+    python benchmarks/moe_layer.py                 # toy, small, full width (about 8 minutes, 13 GB, on 2 cores)
     python benchmarks/moe_layer.py --sizes toy small --json out.json
     python benchmarks/moe_layer.py --device cuda --dtype bf16 --sizes full16k --json benchmarks/moe_layer_gpu.json
 
@@ -31,7 +31,7 @@ from mini_most.model import MLP, MoE, MoSTConfig
 SIZES = {  # preset, tokens per batch, repeats
     "toy": ("toy", 4096, 30),
     "small": ("small", 4096, 20),
-    "full": ("full", 512, 3),  # one full-width layer: 64 routed + 2 shared experts, hidden 2048
+    "full": ("full", 512, 7),  # one full-width layer: 64 routed + 2 shared experts, hidden 2048 (noisy: 7 rounds)
     "full16k": ("full", 16384, 10),  # the GPU goal's size: 16k tokens per batch
 }
 
@@ -117,12 +117,14 @@ def run(size: str, with_hf: bool, device: str = "cpu", dtype: torch.dtype = torc
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    ap.add_argument("--sizes", nargs="+", default=None, choices=list(SIZES),
+                    help="default: toy small full on the CPU (full16k needs over 24 GB there), full full16k on a GPU")
     ap.add_argument("--no-hf", action="store_true", help="skip transformers' DeepseekV2Moe")
     ap.add_argument("--json", help="also write the numbers to this file")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     args = ap.parse_args()
+    args.sizes = args.sizes or (["toy", "small", "full"] if args.device == "cpu" else ["full", "full16k"])
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
         f"{torch.get_num_threads()} threads, CPU"

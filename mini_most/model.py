@@ -36,6 +36,10 @@ ROUTING_MODES = ("modality", "vanilla", "dense")
 DISPATCH_MODES = ("sorted", "loop", "reference")
 TEXT, AUDIO = 0, 1  # modality ids
 
+# MoST's rope_scaling, as in its config.json: YaRN stretches 4k-token RoPE to 40 x 4k = 160k.
+MOST_YARN = {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
+             "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707}
+
 
 def is_integer(v) -> bool:
     """An int, or a numpy or torch integer; not a bool, not a float."""
@@ -46,10 +50,6 @@ def is_integer(v) -> bool:
         return True
     except TypeError:
         return False
-
-# MoST's rope_scaling, as in its config.json: YaRN stretches 4k-token RoPE to 40 x 4k = 160k.
-MOST_YARN = {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096,
-             "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707}
 
 
 @dataclass

@@ -170,8 +170,9 @@ def export_pretrained(model, folder, max_shard_bytes: int = 2 * 2**30, dtype: to
     """Write config.json and safetensors shards (with their index when there is more than one) that
     transformers' DeepseekV2ForCausalLM.from_pretrained and load_pretrained both read. Exporting
     again into the same folder replaces the earlier export (every file it wrote is marked); a folder
-    holding weights or an index that export_pretrained did not write is refused, untouched. The new
-    files are written (each atomically) before the old ones go, so a kill mid-export loses neither."""
+    holding weights or an index that export_pretrained did not write is refused, untouched. Each file
+    is written atomically, but a kill between shards of a re-export with the same shard count can
+    leave old and new shards under one index: export again before loading such a folder."""
     folder = Path(folder)
     shards, current, size = [], {}, 0
     for name, t in hf_state_dict(model).items():
@@ -215,13 +216,14 @@ def _previous_export(folder: Path) -> list[Path]:
         meta = read_json(index, "checkpoint index")
         if isinstance(meta, dict) and meta.get("metadata", {}).get("written_by") == EXPORTER:
             found += [inside(folder, s, f"{INDEX}: shard") for s in sorted(set(meta["weight_map"].values()))] + [index]
-    single = folder / "model.safetensors"
-    if single.exists():
+    for shard in sorted(folder.glob("model*.safetensors")):   # marked shards, even one an interrupted export left
+        if shard in found:
+            continue
         try:
-            with open_tensors(single) as f:
+            with open_tensors(shard) as f:
                 ours = (f.metadata() or {}).get("written_by") == EXPORTER
         except ValueError:                       # not even a safetensors file: certainly not ours
             ours = False
         if ours:
-            found.append(single)
+            found.append(shard)
     return found

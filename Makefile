@@ -30,7 +30,7 @@ notebooks: setup
 
 test: setup
 	$(BIN)/ruff check .
-	MINI_MOST_SCALE=smoke $(BIN)/python -m pytest tests notebooks/[0-9][0-9]_*.ipynb \
+	MINI_MOST_CORPUS= MINI_MOST_SCALE=smoke $(BIN)/python -m pytest tests notebooks/[0-9][0-9]_*.ipynb \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 --timeout=1200 -q
 
 lab: setup

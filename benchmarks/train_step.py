@@ -20,7 +20,7 @@ import time
 import torch
 
 from mini_most import MoST, MoSTConfig, set_seed
-from mini_most.corpus import load_corpus
+from mini_most.corpus import SHIPPED_CORPUS, load_corpus
 from mini_most.model import ROUTING_MODES as ARMS
 from mini_most.tokens import Tokenizer, batches, task_stream
 
@@ -64,7 +64,7 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    corpus = load_corpus()
+    corpus = load_corpus(SHIPPED_CORPUS)                  # the shipped corpus, whatever $MINI_MOST_CORPUS says
     rows = [bench(s, p, SIZES[s], args.batch_size, corpus) for s in args.sizes for p in args.precisions]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, training step (forward, backward, AdamW), "
           f"batch {args.batch_size} of the stage-1 mix, median")

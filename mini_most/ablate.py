@@ -33,6 +33,8 @@ modality and layer, its entropy). Arms are compared on paired seeds.
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import math
 import platform
@@ -46,13 +48,13 @@ from pathlib import Path
 
 import torch
 
-from .corpus import Corpus, load_corpus
+from .corpus import SHIPPED_CORPUS, Corpus, load_corpus
 
 # the evaluation functions live in mini_most.evaluate; speak, target_stats and transcribe stay importable from here
 from .evaluate import load_divergence, routing_stats, speak, target_stats, transcribe  # noqa: F401
 from .files import read_json, write_text_atomic
 from .model import ROUTING_MODES, MoST, MoSTConfig
-from .tokens import Tokenizer
+from .tokens import Tokenizer, config_for
 from .train import TrainConfig, Trainer
 from .utils import DATA_SAMPLES, set_seed
 
@@ -89,9 +91,11 @@ class AblationConfig:
                self.text_sentences, self.eval_batches) < 1 or self.eval_every < 0:
             raise ValueError(f"AblationConfig: counts must be >= 1 (eval_every >= 0); got {self}")
 
-    def train_config(self, seed: int, stage: int) -> TrainConfig:
+    def train_config(self, seed: int, stage: int, codebooks: int = 1) -> TrainConfig:
+        # stage 0 reads text only: its codebooks stay 1, whatever the codec
         return TrainConfig(steps=self.steps if stage == 1 else self.base_steps, batch_size=self.batch_size,
                            lr=self.lr, warmup_steps=self.warmup_steps, seed=seed,
+                           codebooks=codebooks if stage == 1 else 1,
                            mix=dict(self.mix) if stage == 1 else {"text": 1.0},
                            eval_every=self.eval_every if stage == 1 else 0, eval_batches=self.eval_batches,
                            precision=self.precision)
@@ -105,21 +109,38 @@ SMOKE = dict(preset="toy", steps=6, base_steps=6, batch_size=8, warmup_steps=2, 
 # ----------------------------------------------------------------------------------------------
 # stage 0: the text bases
 
-def base_settings(cfg: AblationConfig) -> dict:
-    """What a base depends on (the preset, dropout and stage 0's whole TrainConfig): a shipped base
-    is used only when these match."""
-    settings = {"preset": cfg.preset, "dropout": cfg.dropout, **asdict(cfg.train_config(seed=0, stage=0))}
+def _shipped_or(corpus: Corpus | None) -> Corpus:
+    # 0.4.0 called base_settings(cfg) and base_folder(kind, cfg, None, cache): the shipped corpus, by its own path
+    return corpus if corpus is not None else load_corpus(SHIPPED_CORPUS)
+
+
+def model_config(cfg: AblationConfig, corpus: Corpus, **overrides) -> MoSTConfig:
+    """The preset sized to the corpus's codec (tokens.config_for): the preset itself on the shipped corpus."""
+    return config_for(corpus, cfg.preset, dropout=cfg.dropout, **overrides)
+
+
+def base_settings(cfg: AblationConfig, corpus: Corpus | None = None) -> dict:
+    """What a base depends on (the preset, dropout, stage 0's whole TrainConfig, the text it reads
+    and any model field the corpus's codec changes): a shipped base is used only when these match.
+    corpus=None: the shipped corpus."""
+    corpus = _shipped_or(corpus)
+    settings = {"preset": cfg.preset, "dropout": cfg.dropout, **asdict(cfg.train_config(seed=0, stage=0)),
+                "text_sha256": hashlib.sha256("\n".join(corpus.text_only).encode()).hexdigest()}
+    preset, sized = asdict(MoSTConfig.preset(cfg.preset, dropout=cfg.dropout)), asdict(model_config(cfg, corpus))
+    changed = {k: v for k, v in sized.items() if preset[k] != v}
+    if changed:                                              # e.g. a codec with more codebooks: a wider vocabulary
+        settings["model_changes"] = changed
     return json.loads(json.dumps(settings))                  # as base.json holds them (tuples become lists)
 
 
 def train_base(kind: str, cfg: AblationConfig, corpus: Corpus, progress: bool = True) -> tuple[MoST, dict]:
     """Stage 0: a text-only model, kind "moe" (vanilla routing over all experts) or "dense"."""
     set_seed(0)                                                  # one base per kind, shared by every seed
-    model = MoST(MoSTConfig.preset(cfg.preset, routing=BASE_ROUTING[kind], dropout=cfg.dropout))
+    model = MoST(model_config(cfg, corpus, routing=BASE_ROUTING[kind]))
     trainer = Trainer(model, corpus, cfg.train_config(seed=0, stage=0))
     t0 = time.perf_counter()
     trainer.train(progress=progress)
-    info = {"kind": kind, "settings": base_settings(cfg), "seconds": round(time.perf_counter() - t0, 1),
+    info = {"kind": kind, "settings": base_settings(cfg, corpus), "seconds": round(time.perf_counter() - t0, 1),
             "final_train_loss": trainer.history[-1]["loss"], "params": model.num_params()}
     return model, info
 
@@ -129,10 +150,11 @@ def base_folder(kind: str, cfg: AblationConfig, corpus: Corpus, cache: Path, ret
     """The folder of the stage-0 base for `kind`: the shipped one when its settings match `cfg`,
     else one trained now and kept under `cache` (trained again only when its settings change)."""
     from .convert import export_pretrained
+    corpus = _shipped_or(corpus)
     name = f"{cfg.preset}_{kind}"
     for folder in ([] if retrain else [SHIPPED_BASES / name, Path(cache) / name]):
         meta = folder / "base.json"
-        if meta.exists() and read_json(meta, "base description").get("settings") == base_settings(cfg):
+        if meta.exists() and read_json(meta, "base description").get("settings") == base_settings(cfg, corpus):
             return folder
     folder = Path(cache) / name
     model, info = train_base(kind, cfg, corpus, progress)
@@ -154,11 +176,16 @@ def load_base(folder: Path, arm: str, dropout: float) -> MoST:
 # ----------------------------------------------------------------------------------------------
 # evaluation
 
+def judge_wer(references: list[str], heard: list[str]) -> float:
+    """WER of what the judge heard, both sides normalised (lowercase words, no punctuation)."""
+    from .judge import normalize, wer
+    return wer([normalize(r) for r in references], [normalize(h) for h in heard])
+
+
 class Evaluator:
     """The held-out sets and the judge, built once and shared by every run."""
 
     def __init__(self, corpus: Corpus, tok: Tokenizer, cfg: AblationConfig, judge: bool = True):
-        from .codec import load_codec
         self.tok, self.cfg = tok, cfg
         test = corpus.split("test")
         # the first N utterances of a split (different speakers may say the same sentence)
@@ -166,12 +193,24 @@ class Evaluator:
         self.tts_forced = [tok.tts(u.text, u.codes[:tok.codebooks]) for u in test[:cfg.asr_sentences]]
         self.speak = test[:cfg.tts_sentences]
         self.text = [tok.text_lm(u.text) for u in corpus.split("validation")[:cfg.text_sentences]]
-        self.codec = load_codec()
-        self.judge = None
+        self.corpus = corpus
+        self._codec = None
+        self.judge = self.judge_name = None
         if judge:
-            from .judge import SphinxJudge
-            self.judge = SphinxJudge([u.text for u in corpus.split("train")])
+            from .judge import SphinxJudge, StockRecogniser
+            if corpus.info.get("source", "espeak") == "espeak":
+                # every test sentence is a grammar sentence: the bigram of the train sentences knows them all
+                self.judge, self.judge_name = SphinxJudge([u.text for u in corpus.split("train")]), "PocketSphinx + grammar bigram"
+            else:  # free text (LibriSpeech): a bigram of the train transcripts would not know the test sentences
+                self.judge, self.judge_name = StockRecogniser(), "PocketSphinx, stock en-us LM"
         self._reference = None
+
+    @property
+    def codec(self):
+        """The codec that made the corpus (it decodes the model's speech), loaded on first use."""
+        if self._codec is None:
+            self._codec = self.corpus.load_codec()
+        return self._codec
 
     def text_lm_loss(self, model: MoST) -> float:
         return target_stats(model, self.tok, self.text, self.cfg.precision)["text_loss"]
@@ -183,16 +222,16 @@ class Evaluator:
             if c.shape[-1] < self.codec.min_frames:
                 out.append("")
                 continue
-            out.append(self.judge.transcribe(self.codec.decode(c[None])[0]))
+            out.append(self.judge.transcribe(self.codec.decode(c[None])[0], self.codec.sample_rate))
         return out
 
     def reference(self) -> dict:
         """The judge on the corpus's own codes for the same sentences: the best a model can expect."""
         if self._reference is None and self.judge is not None:
-            import jiwer
             refs = [u.text for u in self.speak]
             hyps = self.judge_texts([u.codes[:self.tok.codebooks] for u in self.speak])
-            self._reference = {"judge_wer_on_corpus_codes": jiwer.wer(refs, hyps), "sentences": len(refs)}
+            self._reference = {"judge_wer_on_corpus_codes": judge_wer(refs, hyps), "sentences": len(refs),
+                               "judge": self.judge_name}
         return self._reference or {}
 
     def __call__(self, model: MoST, seed: int) -> dict:
@@ -212,7 +251,7 @@ class Evaluator:
             codes = speak(model, tok, texts, min(int(frames * 1.5), limit // tok.codebooks), cfg.tts_temperature,
                           seed=seed, precision=cfg.precision)
             heard = self.judge_texts(codes)
-            out.update({"tts_judge_wer": jiwer.wer(texts, heard),
+            out.update({"tts_judge_wer": judge_wer(texts, heard),
                         "tts_frames_ratio": sum(c.shape[-1] for c in codes) / sum(u.codes.shape[-1] for u in self.speak),
                         "tts_examples": [{"text": t, "judge_heard": h, "codes": c.tolist()}
                                          for t, h, c in list(zip(texts, heard, codes))[:3]]})
@@ -229,7 +268,7 @@ def run(arm: str, seed: int, cfg: AblationConfig, corpus: Corpus, base: Path, ev
         raise ValueError(f"unknown arm {arm!r}; choose among {ARMS}")
     set_seed(seed)
     model = load_base(base, arm, cfg.dropout)
-    trainer = Trainer(model, corpus, cfg.train_config(seed, stage=1), tokenizer=evaluator.tok)
+    trainer = Trainer(model, corpus, cfg.train_config(seed, stage=1, codebooks=evaluator.tok.codebooks), tokenizer=evaluator.tok)
     text_before = evaluator.text_lm_loss(model)
     trainer.evaluate()                                       # step 0 of the validation curve
     t0 = time.perf_counter()
@@ -340,6 +379,12 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+@functools.cache
+def shipped_fingerprint() -> str:
+    """The shipped corpus's hash: what a results file from before 0.4.1 (which has none) was made on."""
+    return load_corpus(SHIPPED_CORPUS).fingerprint()
+
+
 def merge(paths: list) -> dict:
     """Combine results files made on several machines (a class: one arm or seed each). They must
     share the ablation settings. A run (arm, seed) found twice is kept once, the first, with a
@@ -353,6 +398,9 @@ def merge(paths: list) -> dict:
                              "--merge takes the results.json files that ablate writes")
         if merged is None:
             merged = {**r, "runs": [], "sources": []}
+        elif (r.get("corpus_sha256") or shipped_fingerprint()) != (merged.get("corpus_sha256") or shipped_fingerprint()):
+            raise ValueError(f"{p} was made on another corpus than {merged['sources'][0]}: runs on different data "
+                             "are not comparable")
         elif r["config"] != merged["config"]:
             diff = sorted(k for k in {*r["config"], *merged["config"]} if r["config"].get(k) != merged["config"].get(k))
             raise ValueError(f"{p} was made with other settings ({diff} differ): runs with different settings "
@@ -474,18 +522,21 @@ def ablate(arms, seeds, cfg: AblationConfig, out: Path, corpus: Corpus | None = 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     done = []
+    corpus = corpus or load_corpus()
+    fingerprint = corpus.fingerprint()
     if path.exists():
         old = read_json(path, "ablation results file")
         if old.get("format") != FORMAT or old.get("config") != asdict(cfg):
             raise ValueError(f"{path} holds results made with other settings: choose another --out, or delete it")
+        if old.get("corpus_sha256", shipped_fingerprint()) != fingerprint:   # files before 0.4.1: the shipped corpus
+            raise ValueError(f"{path} holds results made on another corpus: choose another --out, or delete it")
         done = old["runs"]
-    corpus = corpus or load_corpus()
-    tok = Tokenizer(MoSTConfig.preset(cfg.preset))
+    tok = Tokenizer(model_config(cfg, corpus), codebooks=corpus.model_codebooks)
     bases = {kind: base_folder(kind, cfg, corpus, out / "bases", retrain_bases, progress)
              for kind in sorted({BASE_OF[a] for a in arms})}
     evaluator = Evaluator(corpus, tok, cfg, judge=judge)
     results = {"format": FORMAT, "config": asdict(cfg),
-               "model_config": asdict(MoSTConfig.preset(cfg.preset, dropout=cfg.dropout)),
+               "model_config": asdict(model_config(cfg, corpus)), "codec": corpus.codec, "corpus_sha256": fingerprint,
                "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                            "cpu": platform.processor() or platform.machine()},
                "bases": {k: read_json(v / "base.json", "base description") for k, v in bases.items()},
@@ -528,6 +579,8 @@ def main(argv=None):
     ap.add_argument("--no-judge", action="store_true", help="skip the TTS judge (PocketSphinx)")
     ap.add_argument("--merge", nargs="+", type=Path, default=None, help="combine results.json files; runs nothing")
     ap.add_argument("--out", type=Path, default=Path("results/ablation"))
+    ap.add_argument("--corpus", type=Path, default=None,
+                    help="a corpus made by `python -m mini_most.corpus encode` (default: $MINI_MOST_CORPUS, else the shipped one)")
     args = ap.parse_args(argv)
     if args.merge:
         target = args.out / "results.json"
@@ -547,7 +600,11 @@ def main(argv=None):
             overrides["steps"] = args.steps
         cfg = AblationConfig(**overrides)
         seeds = range(args.first_seed, args.first_seed + args.seeds)
-        results = ablate(args.arms, seeds, cfg, args.out, judge=not args.no_judge, progress=sys.stderr.isatty())
+        try:
+            corpus = load_corpus(args.corpus)
+        except (FileNotFoundError, ValueError) as e:
+            ap.error(str(e))
+        results = ablate(args.arms, seeds, cfg, args.out, corpus, judge=not args.no_judge, progress=sys.stderr.isatty())
     print(report(results, args.out))
     print(f"wrote {args.out / 'results.json'}, table.md and plots")
 

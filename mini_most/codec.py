@@ -2,12 +2,15 @@
 
     codec = load_codec()                    # "offline" (default): the mel-RVQ codec this repo ships
     codec = load_codec("encodec")           # the pretrained 24 kHz neural EnCodec (downloads once)
+    codec = load_codec(corpus.codec)        # the codec that made a corpus's codes (its `info()`)
     codes = codec.encode(wav)               # wav (B, C, T) float at codec.sample_rate -> (B, K, F) int64
     wav = codec.decode(codes)               # (B, K, F) -> (B, 1, T')
 
 Both have the API of audiocraft's EnCodec wrapper: `sample_rate`, `frame_rate`, `num_codebooks`,
-`cardinality`. `encode` down-mixes channels and resamples (when told the input's sample rate)
-and says so; it refuses empty audio, NaN/inf, integer PCM without a stated scale and wrong shapes.
+`cardinality`, plus `model_codebooks` (how many codebooks the model is fed by default) and
+`info()` (a JSON-able record that `load_codec(info)` rebuilds the codec from). `encode` down-mixes
+channels and resamples (when told the input's sample rate) and says so; it refuses empty audio,
+NaN/inf, integer PCM without a stated scale and wrong shapes.
 
 The offline codec (`MelRVQCodec`): encoder = log-mel spectrogram (16 kHz, 80 mel bins, hop 320 =
 50 frames/s); quantizer = residual vector quantization with k-means codebooks (K <= 2 codebooks of
@@ -20,7 +23,9 @@ with `python -m mini_most.codec train` (about a minute on 2 cores).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -52,8 +57,15 @@ class Codec(nn.Module):
     frame_rate: float
     num_codebooks: int
     cardinality: int
+    model_codebooks: int = 1      # codebooks per frame the tokenizer feeds the model by default
     min_samples: int = 1
     min_frames: int = 1
+
+    def info(self) -> dict:
+        """What made the codes, as JSON: stored with an encoded corpus; load_codec(info) rebuilds the codec."""
+        return {"name": type(self).__name__, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
+                "num_codebooks": self.num_codebooks, "cardinality": self.cardinality,
+                "model_codebooks": self.model_codebooks}
 
     def prepare(self, wav, sample_rate: int | None = None, int_scale: float | None = None) -> torch.Tensor:
         """Check and convert input audio to (B, 1, T) float32 at self.sample_rate."""
@@ -245,6 +257,10 @@ class MelRVQCodec(Codec):
         wav = torch.stack(clips)
         return wav[:, None]                                               # (B, 1, F * hop)
 
+    def info(self) -> dict:
+        digest = hashlib.sha256(self.codebooks.half().numpy().tobytes()).hexdigest()
+        return {**super().info(), "source": "offline", "codebooks_sha256": digest}
+
     def save(self, path) -> None:
         save_tensors({"codebooks": self.codebooks.half()}, path,   # half precision: small files
                      metadata={"config": json.dumps(self.config)})
@@ -296,31 +312,81 @@ def _mel_transform(sample_rate: int, n_fft: int, n_mels: int) -> T.MelSpectrogra
 
 
 class EncodecCodec(Codec):
-    """encodec_model_24khz at 1.5 kbps: 2 codebooks x 1024 at 75 Hz. The weights download once
+    """EnCodec: a convolutional encoder, residual VQ with codebooks of 1024 and a convolutional
+    decoder, at 24 kHz and 75 frames per second; `bandwidth` (kbps) picks how many codebooks are
+    used: 1.5 -> 2, 3 -> 4, 6 -> 8, 12 -> 16, 24 -> 32 (each codebook costs 75 x 10 bits per second).
+
+    EncodecCodec(bandwidth) is Meta's pretrained encodec_model_24khz. The weights download once
     (torch hub cache, ~90 MB) the first time; offline, this raises with what to do instead.
     torch.hub would check the file's hash only when it downloads, then unpickle whatever sits in its
     cache; here the model is built without weights and the cached file is read as tensors only
-    (torch.load with weights_only=True), so a tampered cache cannot run code."""
+    (torch.load with weights_only=True), so a tampered cache cannot run code.
+
+    EncodecCodec.untrained(bandwidth) is the same architecture at a tiny width with seeded random
+    weights and no download: same rates, shapes and id ranges, meaningless sounds. It exists so
+    that the whole EnCodec path (corpus, tokenizer, training, decoding) is tested offline."""
 
     CHECKPOINT = "encodec_24khz-d7cc33bc.th"
+    BANDWIDTHS = (1.5, 3.0, 6.0, 12.0, 24.0)
 
     @classmethod
     def is_cached(cls) -> bool:
         """Whether the pretrained weights are already in the torch hub cache (then no network is needed)."""
         return (Path(torch.hub.get_dir()) / "checkpoints" / cls.CHECKPOINT).exists()
 
-    def __init__(self, bandwidth: float = 1.5):
+    def __init__(self, bandwidth: float = 1.5, model: nn.Module | None = None, weights: str | None = None):
         super().__init__()
-        from encodec import EncodecModel
-        self.model = EncodecModel.encodec_model_24khz(pretrained=False)
-        self.model.load_state_dict(self.pretrained_state())
-        if bandwidth not in self.model.target_bandwidths:
-            raise ValueError(f"bandwidth={bandwidth!r} kbps: EnCodec 24 kHz offers {self.model.target_bandwidths}")
+        if isinstance(bandwidth, bool) or bandwidth not in self.BANDWIDTHS:
+            raise ValueError(f"bandwidth={bandwidth!r} kbps: EnCodec 24 kHz offers {list(self.BANDWIDTHS)}")
+        if model is not None and weights in (None, "pretrained"):
+            raise ValueError("EncodecCodec(model=...) needs weights='<a name for them>': its record (info()) must not "
+                             "claim the pretrained weights, or load_codec(record) would rebuild another codec")
+        weights = weights or "pretrained"
+        if model is None:
+            from encodec import EncodecModel
+            with _quiet_weight_norm():
+                model = EncodecModel.encodec_model_24khz(pretrained=False)
+            model.load_state_dict(self.pretrained_state())
+        if bandwidth not in model.target_bandwidths:
+            raise ValueError(f"bandwidth={bandwidth!r} kbps: this EnCodec model offers {model.target_bandwidths}")
+        self.model, self.bandwidth, self.weights = model, float(bandwidth), weights
         self.model.set_target_bandwidth(bandwidth)
         self.model.eval()
         self.sample_rate, self.frame_rate = self.model.sample_rate, self.model.frame_rate   # 24000, 75
         self.num_codebooks = self.model.quantizer.get_num_quantizers_for_bandwidth(self.model.frame_rate, bandwidth)
         self.cardinality = self.model.quantizer.bins
+        # every codebook the bandwidth pays for: codebook 0 of EnCodec alone is far from intelligible
+        self.model_codebooks = self.num_codebooks
+        self.min_samples = self.model.encoder.hop_length       # one frame: 320 samples (13 ms)
+
+    @classmethod
+    def untrained(cls, bandwidth: float = 1.5, seed: int = 0) -> EncodecCodec:
+        """EnCodec's architecture (the `encodec` package's SEANet encoder/decoder and residual VQ, the
+        24 kHz model's strides and codebook size) at a tiny width, with seeded random weights."""
+        from encodec import EncodecModel
+        from encodec.modules import SEANetDecoder, SEANetEncoder
+        from encodec.quantization import ResidualVectorQuantizer
+        with torch.random.fork_rng(devices=[]), _quiet_weight_norm():
+            torch.manual_seed(seed)
+            size = dict(channels=1, dimension=16, n_filters=2, lstm=1, causal=True, norm="weight_norm")
+            encoder, decoder = SEANetEncoder(**size), SEANetDecoder(**size)
+            n_q = int(1000 * cls.BANDWIDTHS[-1] // (math.ceil(24_000 / encoder.hop_length) * 10))      # 32
+            # kmeans_init=False: uniformly drawn codebooks (k-means would leave them zero until trained)
+            quantizer = ResidualVectorQuantizer(dimension=16, n_q=n_q, bins=1024, kmeans_init=False)
+            model = EncodecModel(encoder, decoder, quantizer, list(cls.BANDWIDTHS), 24_000, 1, name="encodec_untrained_tiny")
+            # random codebooks all sit far from what a random encoder emits (every frame picks the same
+            # few codes): seed each stage with encoder frames of random noise instead, as k-means would
+            with torch.no_grad():
+                residual = encoder(0.1 * torch.randn(1, 1, 24_000 * 15)).squeeze(0).T       # (1125 frames, 16)
+                for layer in quantizer.vq.layers:
+                    book = layer._codebook
+                    book.embed.copy_(residual[torch.randperm(len(residual))[:1024]])
+                    residual = residual - book.embed[book.quantize(residual)]
+        codec = cls(bandwidth, model=model, weights=f"untrained-tiny-seed{seed}")
+        return codec
+
+    def info(self) -> dict:
+        return {**super().info(), "source": "encodec", "bandwidth": self.bandwidth, "weights": self.weights}
 
     @classmethod
     def pretrained_state(cls) -> dict:
@@ -348,16 +414,62 @@ class EncodecCodec(Codec):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, K, F), the first K codebooks -> (B, 1, F * 320) at 24 kHz."""
         return self.model.decode([(self.check_codes(codes), None)])
 
 
-def load_codec(source: str = "offline", **kwargs) -> Codec:
-    """source="offline" (default): the shipped mel-RVQ codec; "encodec": the pretrained EnCodec."""
+@contextlib.contextmanager
+def _quiet_weight_norm():
+    """The encodec package builds its convolutions with torch's older weight_norm, which torch now
+    flags as deprecated on every layer: a warning about the package, not about anything you did."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated", category=FutureWarning)
+        yield
+
+
+def load_codec(source: str | dict = "offline", **kwargs) -> Codec:
+    """source="offline" (default): the shipped mel-RVQ codec; "encodec": the pretrained EnCodec
+    (kwargs: bandwidth); "encodec-untrained": EnCodec's architecture, tiny and untrained (tests);
+    a dict: the codec a corpus was encoded with (its `info()`, as `corpus.codec` holds it)."""
+    if isinstance(source, dict):
+        return codec_from_info(source)
     if source == "offline":
         return MelRVQCodec.load(**kwargs)
     if source == "encodec":
         return EncodecCodec(**kwargs)
-    raise ValueError(f"unknown codec source {source!r}: use 'offline' or 'encodec'")
+    if source == "encodec-untrained":
+        return EncodecCodec.untrained(**kwargs)
+    raise ValueError(f"unknown codec source {source!r}: use 'offline', 'encodec' or 'encodec-untrained'")
+
+
+def codec_from_info(info: dict) -> Codec:
+    """Rebuild the codec an `info()` record describes, and check it is the one that made the codes."""
+    name = info.get("name") if isinstance(info, dict) else None
+    if name == "MelRVQCodec":
+        codec = MelRVQCodec.load()
+        digest = info.get("codebooks_sha256")
+        if digest is not None and digest != codec.info()["codebooks_sha256"]:
+            raise ValueError("these codes were made by other mel-RVQ codebooks than the shipped ones: decode them with "
+                             "the codec that made them (MelRVQCodec.load(path)), or re-encode the corpus")
+    elif name == "EncodecCodec":
+        weights, bandwidth = info.get("weights", "pretrained"), info.get("bandwidth", 1.5)
+        seed = re.fullmatch(r"untrained-tiny-seed(\d+)", str(weights))
+        if weights == "pretrained":
+            codec = EncodecCodec(bandwidth)
+        elif seed:
+            codec = EncodecCodec.untrained(bandwidth, seed=int(seed[1]))
+        else:
+            raise ValueError(f"the codec record names EnCodec weights {weights!r}, which mini_most cannot rebuild; "
+                             "decode with the EncodecCodec(model=..., weights=...) that made the codes")
+    else:
+        raise ValueError(f"the codec record {info!r} names no codec mini_most knows (MelRVQCodec, EncodecCodec)")
+    # the rebuilt codec must have the shape the record says the codes have
+    differ = [k for k in ("sample_rate", "frame_rate", "num_codebooks", "cardinality")
+              if k in info and info[k] != getattr(codec, k)]
+    if differ:
+        raise ValueError(f"the codec record says {', '.join(f'{k}={info[k]}' for k in differ)}, but the {name} it names "
+                         f"has {', '.join(f'{k}={getattr(codec, k)}' for k in differ)}: the record is not this codec's")
+    return codec
 
 
 # ----------------------------------------------------------------------------------------------

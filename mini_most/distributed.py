@@ -35,7 +35,7 @@ import torch.utils.checkpoint
 from .corpus import Corpus, load_corpus
 from .files import read_json, write_text_atomic
 from .model import MoST, MoSTConfig
-from .tokens import IGNORE, Batch
+from .tokens import IGNORE, Batch, config_for
 from .train import TrainConfig, Trainer
 from .utils import set_seed
 
@@ -167,12 +167,18 @@ def main(argv=None):
                     help="build on the meta device, shard, then initialise each rank's shards (default: on for full)")
     ap.add_argument("--out", type=Path, default=None, help="sharded checkpoint folder to write at the end")
     ap.add_argument("--history", type=Path, default=None, help="rank 0 writes the loss history here (JSON)")
+    ap.add_argument("--corpus", type=Path, default=None,
+                    help="a corpus made by `python -m mini_most.corpus encode` (default: $MINI_MOST_CORPUS, else the shipped one)")
     args = ap.parse_args(argv)
+    try:
+        corpus = load_corpus(args.corpus)
+    except (FileNotFoundError, ValueError) as e:
+        ap.error(str(e))
     rank, world, device = setup()
     try:
         set_seed(args.seed)                                    # the same initial weights on every rank
         overrides = {"routing": args.routing} if args.routing else {}
-        cfg = MoSTConfig.preset(args.preset, **overrides)
+        cfg = config_for(corpus, args.preset, **overrides)    # the audio range and length sized to its codec
         meta_init = args.preset == "full" if args.meta_init is None else args.meta_init
         if meta_init:                                          # no rank ever holds the whole model
             with torch.device("meta"):
@@ -182,12 +188,12 @@ def main(argv=None):
         if args.checkpointing:
             checkpoint_blocks(model)
         config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                             seed=args.seed, eval_every=0, precision=args.precision)
+                             seed=args.seed, eval_every=0, precision=args.precision, codebooks=corpus.model_codebooks)
         if meta_init:
             shard(model, args.precision)
             model.to_empty(device=device)
             model.init_weights()
-        trainer = FSDPTrainer(model, load_corpus(), config, precision=args.precision)
+        trainer = FSDPTrainer(model, corpus, config, precision=args.precision)
         trainer.train(progress=rank == 0)
         if args.out:
             trainer.save(args.out)

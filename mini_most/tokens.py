@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .model import MoSTConfig
+
 if TYPE_CHECKING:
     from .corpus import Corpus
 
@@ -228,6 +230,34 @@ class Tokenizer:
         head = [self.encode_audio(codes[:, :prompt_frames])] if prompt_frames else []
         return self._example("speech", [self.bos, self.marker["<speech>"], self.boa, *head],
                              [self.encode_audio(codes[:, prompt_frames:]), self.eoa, self.eos], text)
+
+
+def config_for(corpus: Corpus, preset: str = "small", codebooks: int | None = None, **overrides) -> MoSTConfig:
+    """The preset sized for a corpus's codec: its audio range holds `codebooks` codebooks (default:
+    the codec's choice, corpus.model_codebooks) of the codec's cardinality, and its maximum length
+    fits the corpus's longest ASR/TTS sequence. Fields the preset already fits stay as they are, so
+    the shipped corpus gets the preset unchanged; fields in `overrides` are taken as given."""
+    codec = corpus.codec
+    codebooks = corpus.model_codebooks if codebooks is None else codebooks
+    if isinstance(codebooks, bool) or not isinstance(codebooks, int) or not 1 <= codebooks <= codec["num_codebooks"]:
+        raise ValueError(f"codebooks={codebooks!r}: the corpus's codec ({codec['name']}) has 1 to {codec['num_codebooks']}")
+    cfg = MoSTConfig.preset(preset, **overrides)
+    change = {}
+    if codec["cardinality"] != cfg.audio_cardinality or codebooks > cfg.audio_codebooks:
+        change = {"audio_cardinality": codec["cardinality"], "audio_codebooks": codebooks}
+        end = cfg.audio_token_start + codebooks * codec["cardinality"]
+        # the byte layout (toy, small) ends at the audio range; a BPE vocabulary (full) only grows, and
+        # keeps room after the audio range for the markers, which the tokenizer puts there
+        change["vocab_size"] = end if cfg.vocab_size <= 65536 else max(cfg.vocab_size, end + len(MARKERS))
+    # ASR and TTS hold bos, task marker, <boa>, <eoa>, eos around the audio ids and the text bytes; batched
+    # ASR evaluation pads every prompt to the longest audio and lets the answer run to the longest text (+1)
+    audio = max((u.codes.shape[-1] * codebooks for u in corpus.utterances), default=0)
+    text = max((len(u.text.encode()) for u in corpus.utterances), default=0)
+    longest = audio + text + 6
+    if longest - 1 > cfg.max_position_embeddings:             # the model sees ids[:-1]
+        change["max_position_embeddings"] = -(-(longest - 1) // 256) * 256
+    change = {k: v for k, v in change.items() if k not in overrides}
+    return MoSTConfig.preset(preset, **{**overrides, **change})
 
 
 def _integer_ids(ids) -> torch.Tensor:

@@ -25,7 +25,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,7 +34,7 @@ from .corpus import Corpus, load_corpus
 from .evaluate import loss_by_modality, split_losses  # noqa: F401  (split_losses: 0.3.0 imported it from here)
 from .files import check_finite, load_tensors, save_tensors
 from .model import MoST, MoSTConfig, is_integer
-from .tokens import IGNORE, STAGE1_MIX, Tokenizer, batches, task_stream
+from .tokens import IGNORE, STAGE1_MIX, Tokenizer, batches, config_for, task_stream
 from .utils import PRECISIONS, autocast, bf16_works, set_seed, uses_bf16  # noqa: F401  (uses_bf16: 0.3.0's home)
 
 
@@ -49,7 +49,7 @@ class TrainConfig:
     betas: tuple = (0.9, 0.95)
     grad_clip: float = 1.0              # max global gradient norm; 0 turns clipping off
     mix: dict = field(default_factory=lambda: dict(STAGE1_MIX))   # task weights (MoST's stage 1)
-    codebooks: int = 1                  # codec codebooks per audio frame (see data.Tokenizer)
+    codebooks: int | None = None        # codec codebooks per audio frame (tokens.Tokenizer); None: the corpus's choice
     eval_every: int = 200               # validation every N steps (0: only when asked)
     eval_batches: int = 4               # fixed validation batches
     checkpoint_every: int = 0           # with train(checkpoint=path): save every N steps (0: at the end only)
@@ -62,10 +62,12 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {msg}")
         for f in ("steps", "batch_size", "warmup_steps", "eval_batches", "eval_every", "checkpoint_every", "codebooks", "seed"):
             v = getattr(self, f)
+            if f == "codebooks" and v is None:          # resolved by the Trainer, from its corpus
+                continue
             need(is_integer(v), f"{f} must be an integer, got {v!r}")
             setattr(self, f, int(v))                # a numpy or torch integer becomes a plain int
         for f in ("steps", "batch_size", "warmup_steps", "eval_batches", "codebooks"):
-            need(getattr(self, f) >= 1, f"{f} must be >= 1, got {getattr(self, f)}")
+            need(getattr(self, f) is None or getattr(self, f) >= 1, f"{f} must be >= 1, got {getattr(self, f)}")
         for f in ("eval_every", "checkpoint_every"):
             need(getattr(self, f) >= 0, f"{f} must be >= 0 (0: off), got {getattr(self, f)}")
         for f in ("lr", "min_lr_ratio", "weight_decay", "grad_clip"):
@@ -95,6 +97,8 @@ class Trainer:
     def __init__(self, model: MoST, corpus: Corpus, config: TrainConfig | None = None, tokenizer: Tokenizer | None = None):
         self.model, self.corpus = model, corpus
         self.config = config or TrainConfig()
+        if self.config.codebooks is None:     # the tokenizer's, else the corpus's codec's choice (EnCodec: all)
+            self.config = replace(self.config, codebooks=tokenizer.codebooks if tokenizer else corpus.model_codebooks)
         self.tok = tokenizer or Tokenizer(model.config, codebooks=self.config.codebooks)
         self.device = next(model.parameters()).device
         decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -240,7 +244,8 @@ class Trainer:
             tensors["rng.cuda"] = self._cuda_rng.cpu()
         meta = {"model_config": json.dumps(asdict(self.model.config)), "train_config": json.dumps(asdict(self.config)),
                 "step": str(self.step), "optim_step": json.dumps(optim_step),
-                "history": json.dumps(self.history), "evals": json.dumps(self.evals), "format": "mini_most.train/1"}
+                "history": json.dumps(self.history), "evals": json.dumps(self.evals), "format": "mini_most.train/1",
+                "codec": json.dumps(self.corpus.codec)}      # what made the codes it trained on: checked on resume
         return save_tensors(tensors, path, meta)    # atomic: a crash mid-save keeps the previous checkpoint
 
     @classmethod
@@ -257,6 +262,9 @@ class Trainer:
         missing += [k for k in ("rng.torch",) if k not in tensors]
         if missing:
             raise ValueError(f"{path}: the checkpoint lacks {missing}; it was not written by Trainer.save")
+        if "codec" in meta and json.loads(meta["codec"]) != corpus.codec:
+            raise ValueError(f"{path} was trained on codes of the codec {json.loads(meta['codec'])}, but this corpus's codes "
+                             f"come from {corpus.codec}: resume with the corpus it was trained on (--corpus)")
         weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         check_finite(weights, path)
         model = MoST(MoSTConfig(**json.loads(meta["model_config"])))
@@ -311,7 +319,7 @@ def load_weights(path, **config_overrides) -> MoST:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m mini_most.train", description="train a preset on the shipped corpus")
+    ap = argparse.ArgumentParser(prog="python -m mini_most.train", description="train a preset on a pre-tokenized corpus")
     ap.add_argument("--preset", default=None, help="toy (default), small or full")
     ap.add_argument("--routing", default=None, help="modality | vanilla | dense (default: the preset's)")
     ap.add_argument("--steps", type=int, default=None)
@@ -324,13 +332,22 @@ def main(argv=None):
                     help="save the checkpoint every N steps as well as at the end (default 100; 0: only at the end)")
     ap.add_argument("--out", type=Path, default=None, help="the checkpoint (default runs/<preset>.safetensors)")
     ap.add_argument("--resume", type=Path, default=None, help="continue from a checkpoint (and keep saving there)")
+    ap.add_argument("--corpus", type=Path, default=None,
+                    help="a corpus made by `python -m mini_most.corpus encode` (default: $MINI_MOST_CORPUS, else the shipped "
+                         "one); the model's audio range and maximum length are sized to its codec")
+    ap.add_argument("--codebooks", type=int, default=None, help="codebooks per audio frame (default: the codec's choice)")
     args = ap.parse_args(argv)
     if args.resume and (args.preset or args.routing):
         ap.error("--preset and --routing come from the checkpoint when resuming; drop them")
     given = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                                "mix": args.mix, "precision": args.precision,
                                "checkpoint_every": args.checkpoint_every}.items() if v is not None}
-    corpus = load_corpus()
+    if args.resume and args.codebooks is not None:
+        ap.error("--codebooks comes from the checkpoint when resuming; drop it")
+    try:
+        corpus = load_corpus(args.corpus)
+    except (FileNotFoundError, ValueError) as e:
+        ap.error(str(e))
     if args.resume:
         trainer = Trainer.load(args.resume, corpus, **given)
     else:
@@ -338,7 +355,12 @@ def main(argv=None):
         overrides = {"routing": args.routing} if args.routing else {}
         preset = args.preset or "toy"
         given.setdefault("checkpoint_every", 100)   # a killed run keeps its last hundred steps
-        trainer = Trainer(MoST(MoSTConfig.preset(preset, **overrides)), corpus, TrainConfig(**given))
+        codebooks = corpus.model_codebooks if args.codebooks is None else args.codebooks
+        try:
+            config = config_for(corpus, preset, codebooks, **overrides)
+        except ValueError as e:
+            ap.error(str(e))
+        trainer = Trainer(MoST(config), corpus, TrainConfig(codebooks=codebooks, **given))
     out = args.out or args.resume or Path("runs") / f"{preset}.safetensors"
     trainer.train(checkpoint=out)
     if not trainer.evals or trainer.evals[-1]["step"] != trainer.step:

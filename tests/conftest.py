@@ -1,8 +1,13 @@
 """Fixtures shared by the test files."""
 
+import os
+
 import pytest
 
 from mini_most.corpus import load_corpus
+
+# the tests are about the shipped corpus: a user's $MINI_MOST_CORPUS (another corpus) must not reach them
+os.environ.pop("MINI_MOST_CORPUS", None)
 
 
 @pytest.fixture(scope="session")

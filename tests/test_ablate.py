@@ -181,9 +181,9 @@ def test_shipped_bases_match_the_default_settings_and_load():
     for kind in ("moe", "dense"):
         folder = SHIPPED_BASES / f"small_{kind}"
         info = json.loads((folder / "base.json").read_text())
-        assert info["settings"] == base_settings(cfg), "the shipped base no longer matches AblationConfig()"
+        assert info["settings"] == base_settings(cfg, load_corpus()), "the shipped base no longer matches AblationConfig()"
         assert all(p.stat().st_size < 10 * 2**20 for p in folder.iterdir())
-    assert base_folder("moe", cfg, None, "/nonexistent") == SHIPPED_BASES / "small_moe"   # no training needed
+    assert base_folder("moe", cfg, load_corpus(), "/nonexistent") == SHIPPED_BASES / "small_moe"   # no training needed
     model = load_base(SHIPPED_BASES / "small_moe", "modality", 0.0)
     assert model.config.routing == "modality" and model.config.dropout == 0.0
     tok = Tokenizer(model.config)

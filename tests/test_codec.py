@@ -137,7 +137,7 @@ def test_bad_codes_raise_clear_error(codec, codes, words):
 
 
 def test_unknown_source_raises():
-    with pytest.raises(ValueError, match="'offline' or 'encodec'"):
+    with pytest.raises(ValueError, match="'offline', 'encodec' or 'encodec-untrained'"):
         load_codec("hubert")
 
 

@@ -50,7 +50,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from mini_most import MoST, MoSTConfig, set_seed  # noqa: E402
-from mini_most.corpus import load_corpus  # noqa: E402
+from mini_most.corpus import SHIPPED_CORPUS, load_corpus  # noqa: E402
 from mini_most.distributed import checkpoint_blocks  # noqa: E402
 from mini_most.memory import GiB, memory_estimate  # noqa: E402
 from mini_most.model import MoE, use_grouped_mm  # noqa: E402
@@ -294,7 +294,7 @@ def part_train(size: dict) -> dict:
     cpu = cpu_train_figure(size["train_preset"])
     set_seed(0)
     model = MoST(MoSTConfig.preset(size["train_preset"])).to(device)
-    trainer = Trainer(model, load_corpus(), TrainConfig(steps=steps, batch_size=cpu["batch"], warmup_steps=steps // 10,
+    trainer = Trainer(model, load_corpus(SHIPPED_CORPUS), TrainConfig(steps=steps, batch_size=cpu["batch"], warmup_steps=steps // 10,
                                                         eval_every=0))
     start = time.perf_counter()
     # in chunks: a slow machine stops early with its numbers rather than running out of time

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mini_most import MoST, MoSTConfig, set_seed  # noqa: E402
-from mini_most.corpus import load_corpus  # noqa: E402
+from mini_most.corpus import SHIPPED_CORPUS, load_corpus  # noqa: E402
 from mini_most.evaluate import transcribe  # noqa: E402
 from mini_most.train import TrainConfig, Trainer  # noqa: E402
 
@@ -50,7 +50,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    corpus = load_corpus()
+    corpus = load_corpus(SHIPPED_CORPUS)                  # the shipped corpus, whatever $MINI_MOST_CORPUS says
     set_seed(args.seed)
     model = MoST(MoSTConfig.preset("small", dropout=args.dropout, routing=args.routing))
     trainer = Trainer(model, corpus, TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,

@@ -209,3 +209,6 @@ def test_encodec_path_reads_the_hub_cache(monkeypatch, tmp_path):
         codes = enc.encode(torch.randn(2, 1, 16000) * 0.1, sample_rate=16000)   # 1 s, resampled to 24 kHz
     assert codes.shape == (2, 2, 75) and codes.dtype == torch.int64
     assert enc.decode(codes).shape == (2, 1, 24000)
+    # a corpus encoded with it records the pretrained weights, and its record rebuilds the same codec
+    assert enc.info()["weights"] == "pretrained"
+    assert torch.equal(load_codec(enc.info()).encode(torch.zeros(1, 1, 2400)), enc.encode(torch.zeros(1, 1, 2400)))

@@ -528,7 +528,7 @@ def ablate(arms, seeds, cfg: AblationConfig, out: Path, corpus: Corpus | None = 
         old = read_json(path, "ablation results file")
         if old.get("format") != FORMAT or old.get("config") != asdict(cfg):
             raise ValueError(f"{path} holds results made with other settings: choose another --out, or delete it")
-        if old.get("corpus_sha256", shipped_fingerprint()) != fingerprint:   # files before 0.4.1: the shipped corpus
+        if (old.get("corpus_sha256") or shipped_fingerprint()) != fingerprint:   # files before 0.4.1: the shipped corpus
             raise ValueError(f"{path} holds results made on another corpus: choose another --out, or delete it")
         done = old["runs"]
     tok = Tokenizer(model_config(cfg, corpus), codebooks=corpus.model_codebooks)

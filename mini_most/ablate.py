@@ -133,20 +133,21 @@ def base_settings(cfg: AblationConfig, corpus: Corpus | None = None) -> dict:
     return json.loads(json.dumps(settings))                  # as base.json holds them (tuples become lists)
 
 
-def train_base(kind: str, cfg: AblationConfig, corpus: Corpus, progress: bool = True) -> tuple[MoST, dict]:
+def train_base(kind: str, cfg: AblationConfig, corpus: Corpus, progress: bool = True,
+               device: str = "cpu") -> tuple[MoST, dict]:
     """Stage 0: a text-only model, kind "moe" (vanilla routing over all experts) or "dense"."""
     set_seed(0)                                                  # one base per kind, shared by every seed
-    model = MoST(model_config(cfg, corpus, routing=BASE_ROUTING[kind]))
+    model = MoST(model_config(cfg, corpus, routing=BASE_ROUTING[kind])).to(device)
     trainer = Trainer(model, corpus, cfg.train_config(seed=0, stage=0))
     t0 = time.perf_counter()
     trainer.train(progress=progress)
     info = {"kind": kind, "settings": base_settings(cfg, corpus), "seconds": round(time.perf_counter() - t0, 1),
             "final_train_loss": trainer.history[-1]["loss"], "params": model.num_params()}
-    return model, info
+    return model.cpu(), info
 
 
 def base_folder(kind: str, cfg: AblationConfig, corpus: Corpus, cache: Path, retrain: bool = False,
-                progress: bool = True) -> Path:
+                progress: bool = True, device: str = "cpu") -> Path:
     """The folder of the stage-0 base for `kind`: the shipped one when its settings match `cfg`,
     else one trained now and kept under `cache` (trained again only when its settings change)."""
     from .convert import export_pretrained
@@ -157,7 +158,7 @@ def base_folder(kind: str, cfg: AblationConfig, corpus: Corpus, cache: Path, ret
         if meta.exists() and read_json(meta, "base description").get("settings") == base_settings(cfg, corpus):
             return folder
     folder = Path(cache) / name
-    model, info = train_base(kind, cfg, corpus, progress)
+    model, info = train_base(kind, cfg, corpus, progress, device)
     if folder.exists():
         shutil.rmtree(folder)                    # the cache's own folder: a base made with other settings
     # fp16 shards of at most 8 MiB: the small MoE base (11.5 MB) ships in two files under the 10 MiB limit
@@ -262,12 +263,12 @@ class Evaluator:
 # stage 1: one run
 
 def run(arm: str, seed: int, cfg: AblationConfig, corpus: Corpus, base: Path, evaluator: Evaluator,
-        progress: bool = True) -> dict:
+        progress: bool = True, device: str = "cpu") -> dict:
     """Stage 1 for one arm and seed, from its base; returns every number measured."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; choose among {ARMS}")
     set_seed(seed)
-    model = load_base(base, arm, cfg.dropout)
+    model = load_base(base, arm, cfg.dropout).to(device)
     trainer = Trainer(model, corpus, cfg.train_config(seed, stage=1, codebooks=evaluator.tok.codebooks), tokenizer=evaluator.tok)
     text_before = evaluator.text_lm_loss(model)
     trainer.evaluate()                                       # step 0 of the validation curve
@@ -507,10 +508,11 @@ def save_plots(results: dict, out: Path) -> list[Path]:
 # the command
 
 def ablate(arms, seeds, cfg: AblationConfig, out: Path, corpus: Corpus | None = None, retrain_bases: bool = False,
-           judge: bool = True, progress: bool = True, log=print) -> dict:
+           judge: bool = True, progress: bool = True, log=print, device: str = "cpu") -> dict:
     """Run every (arm, seed), writing out/results.json after each run. Runs already in that file
     (same settings) are kept and not run again, so an interrupted grid continues where it stopped.
-    Returns the results."""
+    `device` trains and evaluates there (a GPU's numbers differ from a CPU's in the last bf16 bits:
+    keep one device per grid). Returns the results."""
     arms = list(dict.fromkeys(arms))
     bad = [a for a in arms if a not in ARMS]
     if bad or not arms:
@@ -532,12 +534,12 @@ def ablate(arms, seeds, cfg: AblationConfig, out: Path, corpus: Corpus | None = 
             raise ValueError(f"{path} holds results made on another corpus: choose another --out, or delete it")
         done = old["runs"]
     tok = Tokenizer(model_config(cfg, corpus), codebooks=corpus.model_codebooks)
-    bases = {kind: base_folder(kind, cfg, corpus, out / "bases", retrain_bases, progress)
+    bases = {kind: base_folder(kind, cfg, corpus, out / "bases", retrain_bases, progress, device)
              for kind in sorted({BASE_OF[a] for a in arms})}
     evaluator = Evaluator(corpus, tok, cfg, judge=judge)
     results = {"format": FORMAT, "config": asdict(cfg),
                "model_config": asdict(model_config(cfg, corpus)), "codec": corpus.codec, "corpus_sha256": fingerprint,
-               "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+               "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
                            "cpu": platform.processor() or platform.machine()},
                "bases": {k: read_json(v / "base.json", "base description") for k, v in bases.items()},
                "reference": evaluator.reference(), "runs": done}
@@ -546,7 +548,7 @@ def ablate(arms, seeds, cfg: AblationConfig, out: Path, corpus: Corpus | None = 
             if any((x["arm"], x["seed"]) == (arm, seed) for x in done):
                 log(f"{arm:9s} seed {seed}: already in {path}, kept")
                 continue
-            r = run(arm, seed, cfg, corpus, bases[BASE_OF[arm]], evaluator, progress)
+            r = run(arm, seed, cfg, corpus, bases[BASE_OF[arm]], evaluator, progress, device)
             results["runs"].append(r)
             write_text_atomic(path, json.dumps(results))      # a kill mid-write keeps the previous file
             log(f"{arm:9s} seed {seed}: ASR CER {r['asr_cer']:.3f}, val loss text {r['val_text_loss']:.3f} "
@@ -581,6 +583,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("results/ablation"))
     ap.add_argument("--corpus", type=Path, default=None,
                     help="a corpus made by `python -m mini_most.corpus encode` (default: $MINI_MOST_CORPUS, else the shipped one)")
+    ap.add_argument("--device", default="cpu", help="where to train and evaluate: cpu (default, as the committed grid) or cuda")
     args = ap.parse_args(argv)
     if args.merge:
         target = args.out / "results.json"
@@ -604,7 +607,13 @@ def main(argv=None):
             corpus = load_corpus(args.corpus)
         except (FileNotFoundError, ValueError) as e:
             ap.error(str(e))
-        results = ablate(args.arms, seeds, cfg, args.out, corpus, judge=not args.no_judge, progress=sys.stderr.isatty())
+        try:
+            device = torch.device(args.device)
+            torch.empty(0, device=device)             # a device this machine has, or a clear error now
+        except (RuntimeError, AssertionError) as e:
+            ap.error(f"--device {args.device}: {e}")
+        results = ablate(args.arms, seeds, cfg, args.out, corpus, judge=not args.no_judge, progress=sys.stderr.isatty(),
+                         device=device)
     print(report(results, args.out))
     print(f"wrote {args.out / 'results.json'}, table.md and plots")
 

@@ -336,6 +336,7 @@ def main(argv=None):
                     help="a corpus made by `python -m mini_most.corpus encode` (default: $MINI_MOST_CORPUS, else the shipped "
                          "one); the model's audio range and maximum length are sized to its codec")
     ap.add_argument("--codebooks", type=int, default=None, help="codebooks per audio frame (default: the codec's choice)")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when there is one, else cpu)")
     args = ap.parse_args(argv)
     if args.resume and (args.preset or args.routing):
         ap.error("--preset and --routing come from the checkpoint when resuming; drop them")
@@ -345,11 +346,16 @@ def main(argv=None):
     if args.resume and args.codebooks is not None:
         ap.error("--codebooks comes from the checkpoint when resuming; drop it")
     try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch.empty(0, device=device)                 # a device this machine has, or a clear error now
+    except (RuntimeError, AssertionError) as e:
+        ap.error(f"--device {args.device}: {e}")
+    try:
         corpus = load_corpus(args.corpus)
     except (FileNotFoundError, ValueError) as e:
         ap.error(str(e))
     if args.resume:
-        trainer = Trainer.load(args.resume, corpus, **given)
+        trainer = Trainer.load(args.resume, corpus, device=device, **given)
     else:
         set_seed(given.get("seed", 0))
         overrides = {"routing": args.routing} if args.routing else {}
@@ -360,7 +366,7 @@ def main(argv=None):
             config = config_for(corpus, preset, codebooks, **overrides)
         except ValueError as e:
             ap.error(str(e))
-        trainer = Trainer(MoST(config), corpus, TrainConfig(codebooks=codebooks, **given))
+        trainer = Trainer(MoST(config).to(device), corpus, TrainConfig(codebooks=codebooks, **given))
     out = args.out or args.resume or Path("runs") / f"{preset}.safetensors"
     trainer.train(checkpoint=out)
     if not trainer.evals or trainer.evals[-1]["step"] != trainer.step:

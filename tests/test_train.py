@@ -160,3 +160,13 @@ def test_command_line_trains_saves_and_resumes(corpus, tmp_path, capsys):
     assert "saved" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--resume", str(out), "--preset", "small"])
+
+
+@pytest.mark.parametrize("command", ["train", "ablate"])
+def test_command_line_refuses_a_device_it_does_not_have(command, capsys):
+    import mini_most.ablate
+    import mini_most.train
+    main = {"train": mini_most.train.main, "ablate": mini_most.ablate.main}[command]
+    with pytest.raises(SystemExit):
+        main(["--device", "nope", "--steps", "1"])
+    assert "--device nope" in capsys.readouterr().err

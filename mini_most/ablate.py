@@ -56,7 +56,7 @@ from .files import read_json, write_text_atomic
 from .model import ROUTING_MODES, MoST, MoSTConfig
 from .tokens import Tokenizer, config_for
 from .train import TrainConfig, Trainer
-from .utils import DATA_SAMPLES, set_seed
+from .utils import DATA_SAMPLES, device_here, set_seed
 
 ARMS = ROUTING_MODES                  # one arm per routing mode: modality, vanilla, dense
 BASE_OF = {"modality": "moe", "vanilla": "moe", "dense": "dense"}   # which stage-0 base an arm starts from
@@ -152,10 +152,10 @@ def base_folder(kind: str, cfg: AblationConfig, corpus: Corpus, cache: Path, ret
     else one trained now and kept under `cache` (trained again only when its settings change)."""
     from .convert import export_pretrained
     corpus = _shipped_or(corpus)
-    name = f"{cfg.preset}_{kind}"
+    name, want = f"{cfg.preset}_{kind}", base_settings(cfg, corpus)
     for folder in ([] if retrain else [SHIPPED_BASES / name, Path(cache) / name]):
         meta = folder / "base.json"
-        if meta.exists() and read_json(meta, "base description").get("settings") == base_settings(cfg, corpus):
+        if meta.exists() and read_json(meta, "base description").get("settings") == want:
             return folder
     folder = Path(cache) / name
     model, info = train_base(kind, cfg, corpus, progress, device)
@@ -608,10 +608,9 @@ def main(argv=None):
         except (FileNotFoundError, ValueError) as e:
             ap.error(str(e))
         try:
-            device = torch.device(args.device)
-            torch.empty(0, device=device)             # a device this machine has, or a clear error now
-        except (RuntimeError, AssertionError) as e:
-            ap.error(f"--device {args.device}: {e}")
+            device = device_here(args.device)
+        except ValueError as e:
+            ap.error(f"--device {args.device}: {e.__cause__}")       # torch's reason
         results = ablate(args.arms, seeds, cfg, args.out, corpus, judge=not args.no_judge, progress=sys.stderr.isatty(),
                          device=device)
     print(report(results, args.out))

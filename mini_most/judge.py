@@ -70,8 +70,11 @@ class SphinxJudge:
         self._lm = tempfile.NamedTemporaryFile("w", suffix=".arpa", delete=False)
         self._lm.write(bigram_arpa(sentences))
         self._lm.close()
-        self.decoder = _decoder(self._lm.name)
-        self._cmn0 = self.decoder.get_cmn()
+        self._start(self._lm.name, seed)
+
+    def _start(self, lm: str | None, seed: int) -> None:
+        self.decoder = _decoder(lm)
+        self._cmn0 = self.decoder.get_cmn()            # the state every clip starts from (see transcribe)
         self.seed = seed
 
     def transcribe(self, wav: torch.Tensor, sample_rate: int = 16000) -> str:
@@ -115,9 +118,7 @@ class StockRecogniser(SphinxJudge):
     """PocketSphinx with its own generic English language model: for free speech, not the grammar."""
 
     def __init__(self, seed: int = 0):
-        self.decoder = _decoder(None)
-        self._cmn0 = self.decoder.get_cmn()
-        self.seed = seed
+        self._start(None, seed)
 
 
 def normalize(text: str) -> str:

@@ -35,7 +35,7 @@ from .evaluate import loss_by_modality, split_losses  # noqa: F401  (split_losse
 from .files import check_finite, load_tensors, save_tensors
 from .model import MoST, MoSTConfig, is_integer
 from .tokens import IGNORE, STAGE1_MIX, Tokenizer, batches, config_for, task_stream
-from .utils import PRECISIONS, autocast, bf16_works, set_seed, uses_bf16  # noqa: F401  (uses_bf16: 0.3.0's home)
+from .utils import PRECISIONS, autocast, bf16_works, device_here, set_seed, uses_bf16  # noqa: F401  (uses_bf16: 0.3.0's home)
 
 
 @dataclass
@@ -346,10 +346,9 @@ def main(argv=None):
     if args.resume and args.codebooks is not None:
         ap.error("--codebooks comes from the checkpoint when resuming; drop it")
     try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        torch.empty(0, device=device)                 # a device this machine has, or a clear error now
-    except (RuntimeError, AssertionError) as e:
-        ap.error(f"--device {args.device}: {e}")
+        device = device_here(args.device)
+    except ValueError as e:
+        ap.error(f"--device {args.device}: {e.__cause__}")           # torch's reason
     try:
         corpus = load_corpus(args.corpus)
     except (FileNotFoundError, ValueError) as e:

@@ -19,6 +19,17 @@ SCALES = ("smoke", "classroom")
 DATA_SAMPLES = Path(__file__).resolve().parent.parent / "data_samples"
 
 
+def device_here(name: str | None = None) -> torch.device:
+    """The torch device `name` (None: cuda when there is one, else cpu), checked to exist on this
+    machine: a ValueError with torch's reason, not a failure halfway through a run."""
+    try:
+        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise ValueError(f"device {name!r}: {e}") from e
+    return device
+
+
 def scale() -> str:
     """The scale notebooks run at: MINI_MOST_SCALE, default "classroom"."""
     s = os.environ.get("MINI_MOST_SCALE", "classroom")

@@ -5,4 +5,4 @@ from .utils import DATA_SAMPLES, by_scale, scale, set_seed
 
 __all__ = ["AUDIO", "PRESETS", "TEXT", "KVCache", "MoST", "MoSTConfig", "MoSTOutput", "Routing",
            "by_scale", "scale", "set_seed", "DATA_SAMPLES"]
-__version__ = "0.4.1"
+__version__ = "0.4.2"

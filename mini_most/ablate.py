@@ -33,7 +33,6 @@ modality and layer, its entropy). Arms are compared on paired seeds.
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import math
@@ -380,10 +379,14 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-@functools.cache
+# what a results file from before 0.4.1 (which records no corpus) was made on: the shipped corpus of
+# 0.4.1 and before, whose codes 0.4.2's codec remade (Corpus.fingerprint() of that corpus)
+CORPUS_BEFORE_0_4_2 = "8879c75dbf29b48b48a9d924408b683be5cc48023b8af6a5654bb1e26c489707"
+
+
 def shipped_fingerprint() -> str:
-    """The shipped corpus's hash: what a results file from before 0.4.1 (which has none) was made on."""
-    return load_corpus(SHIPPED_CORPUS).fingerprint()
+    """The corpus a results file without a corpus hash was made on (see CORPUS_BEFORE_0_4_2)."""
+    return CORPUS_BEFORE_0_4_2
 
 
 def merge(paths: list) -> dict:
@@ -530,7 +533,7 @@ def ablate(arms, seeds, cfg: AblationConfig, out: Path, corpus: Corpus | None = 
         old = read_json(path, "ablation results file")
         if old.get("format") != FORMAT or old.get("config") != asdict(cfg):
             raise ValueError(f"{path} holds results made with other settings: choose another --out, or delete it")
-        if (old.get("corpus_sha256") or shipped_fingerprint()) != fingerprint:   # files before 0.4.1: the shipped corpus
+        if (old.get("corpus_sha256") or shipped_fingerprint()) != fingerprint:   # files before 0.4.1: 0.4.1's shipped corpus
             raise ValueError(f"{path} holds results made on another corpus: choose another --out, or delete it")
         done = old["runs"]
     tok = Tokenizer(model_config(cfg, corpus), codebooks=corpus.model_codebooks)

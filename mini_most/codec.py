@@ -13,11 +13,12 @@ channels and resamples (when told the input's sample rate) and says so; it refus
 NaN/inf, integer PCM without a stated scale and wrong shapes.
 
 The offline codec (`MelRVQCodec`): encoder = log-mel spectrogram (16 kHz, 80 mel bins, hop 320 =
-50 frames/s); quantizer = residual vector quantization with k-means codebooks (K <= 2 codebooks of
-1024 entries: at most 100 tokens per second of speech); decoder = inverse mel filterbank +
-Griffin-Lim phase reconstruction. Nothing is learned but the codebooks, which is why it can't
-collapse the way a small neural codec trained for minutes on a CPU does. Rebuild its codebooks
-with `python -m mini_most.codec train` (about a minute on 2 cores).
+50 frames/s), each clip shifted to one speech level (a gain); quantizer = residual vector
+quantization with k-means codebooks (3 codebooks of 1024 entries, 1.5 kbit/s; the model hears
+codebook 0, 50 tokens per second); decoder = inverse mel filterbank + Griffin-Lim phase
+reconstruction. Nothing is learned but the codebooks, which is why it can't collapse the way a
+small neural codec trained for minutes on a CPU does. Rebuild them with `python -m mini_most.codec
+train` (under a minute on 2 cores): it fits them on eSpeak, Flite and Bible verses (mini_most.voices).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import torch.nn as nn
 import torchaudio.functional as AF
 import torchaudio.transforms as T
 
-from .files import check_finite, inside, load_tensors, read_json, save_tensors
+from .files import check_finite, load_tensors, read_json, save_tensors
 from .utils import DATA_SAMPLES
 
 SHIPPED = DATA_SAMPLES / "codec" / "mel_rvq.safetensors"
@@ -188,12 +189,18 @@ def rvq_decode(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator, progress=None) -> torch.Tensor:
     """k-means on x (N, D) with k-means++ initialisation (each new centre drawn with probability
     proportional to its squared distance from the centres so far); empty clusters are re-seeded."""
+    # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: only (N,) temporaries per centre (an (N, D) one per centre,
+    # a thousand times over, once grew a 90,000-frame fit to 24 GB and had it killed)
+    xx = x.square().sum(-1)                                          # (N,)
+
+    def sq_dist(c):                                                  # c (1, D) -> (N,)
+        return (xx - 2 * (x @ c[0]) + c.square().sum()).clamp(min=0)
     first = x[torch.randint(len(x), (1,), generator=generator)]
-    means, d2 = [first], (x - first).pow(2).sum(-1)
+    means, d2 = [first], sq_dist(first)
     for _ in range(k - 1):
         new = x[torch.multinomial(d2 / d2.sum(), 1, generator=generator)]
         means.append(new)
-        d2 = torch.minimum(d2, (x - new).pow(2).sum(-1))
+        d2 = torch.minimum(d2, sq_dist(new))
     means = torch.cat(means)
     for _ in range(iters):
         assign = torch.cat([torch.cdist(chunk, means).argmin(-1) for chunk in x.split(16384)])
@@ -209,7 +216,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator, prog
 
 class MelRVQCodec(Codec):
     def __init__(self, codebooks: torch.Tensor, sample_rate=16000, n_fft=1024, hop_length=320, n_mels=80,
-                 griffin_lim_iters=64):
+                 griffin_lim_iters=64, level: float | None = None, floor: float | None = None):
         super().__init__()
         if codebooks.dim() != 3 or codebooks.shape[-1] != n_mels:
             raise ValueError(f"codebooks must be (K, C, {n_mels}), got {tuple(codebooks.shape)}")
@@ -219,6 +226,14 @@ class MelRVQCodec(Codec):
         self.num_codebooks, self.cardinality = codebooks.shape[0], codebooks.shape[1]
         self.config = dict(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
                            griffin_lim_iters=griffin_lim_iters)
+        if floor is not None and level is None:
+            raise ValueError("floor (nats below the level) needs a level to stand under: pass level= too")
+        if level is not None:   # older checkpoints have no level: their config (and info) stay as they were
+            self.config["level"] = float(level)
+        if floor is not None:
+            if not floor > 0:
+                raise ValueError(f"floor={floor!r}: give how far below the level (natural-log units, > 0) the floor lies")
+            self.config["floor"] = float(floor)
         self.min_frames = n_fft // hop_length + 1          # Griffin-Lim needs a few frames: 4 (80 ms)
         self.min_samples = self.min_frames * hop_length
         self.mel = T.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, power=1.0)
@@ -231,9 +246,19 @@ class MelRVQCodec(Codec):
         frames = wav.shape[-1] // self.hop_length
         return self.mel(wav[:, 0]).clamp(min=1e-5).log().transpose(1, 2)[:, :frames]
 
+    def features(self, wav: torch.Tensor) -> torch.Tensor:
+        """What the codebooks quantize: the log-mel frames (B, F, n_mels), each clip shifted to the
+        codec's level when it has one (see level_shift), and raised to its floor when it has one."""
+        feats = self.log_mel(wav)
+        if "level" in self.config:
+            feats = feats + level_shift(feats, self.config["level"])[:, None, None]
+        if "floor" in self.config:   # what lies far under the speech (silence, room noise) becomes one floor
+            feats = feats.clamp(min=self.config["level"] - self.config["floor"])
+        return feats
+
     @torch.no_grad()
     def encode(self, wav, sample_rate: int | None = None, int_scale: float | None = None) -> torch.Tensor:
-        feats = self.log_mel(self.prepare(wav, sample_rate, int_scale))     # (B, F, n_mels)
+        feats = self.features(self.prepare(wav, sample_rate, int_scale))    # (B, F, n_mels)
         B, F, D = feats.shape
         return rvq_encode(feats.reshape(B * F, D), self.codebooks).view(B, F, -1).transpose(1, 2)  # (B, K, F)
 
@@ -244,6 +269,12 @@ class MelRVQCodec(Codec):
         codes = self.check_codes(codes)
         B, K, F = codes.shape
         feats = rvq_decode(codes.transpose(1, 2).reshape(B * F, K), self.codebooks).view(B, F, -1)
+        return self.invert(feats)
+
+    @torch.no_grad()
+    def invert(self, feats: torch.Tensor) -> torch.Tensor:
+        """The decoder without the codebooks: log-mel frames (B, F, n_mels) -> (B, 1, F * hop)."""
+        B, F, _ = feats.shape
         spec = self.inverse_mel(feats.exp().transpose(1, 2))              # (B, n_fft/2+1, F) magnitudes
         # F centred frames span (F - 1) hops; repeat the last so the output is F whole hops long
         spec = torch.cat([spec, spec[..., -1:]], dim=-1)
@@ -259,11 +290,15 @@ class MelRVQCodec(Codec):
 
     def info(self) -> dict:
         digest = hashlib.sha256(self.codebooks.half().numpy().tobytes()).hexdigest()
-        return {**super().info(), "source": "offline", "codebooks_sha256": digest}
+        level = {k: self.config[k] for k in ("level", "floor") if k in self.config}   # they change the codes too
+        return {**super().info(), "source": "offline", "codebooks_sha256": digest, **level}
 
-    def save(self, path) -> None:
-        save_tensors({"codebooks": self.codebooks.half()}, path,   # half precision: small files
-                     metadata={"config": json.dumps(self.config)})
+    def save(self, path, pool: list[dict] | None = None) -> None:
+        """Half precision (small files); `pool`: what the codebooks were fitted on, kept as metadata."""
+        meta = {"config": json.dumps(self.config)}
+        if pool is not None:
+            meta["pool"] = json.dumps(pool)
+        save_tensors({"codebooks": self.codebooks.half()}, path, metadata=meta)
 
     @classmethod
     def load(cls, path=SHIPPED) -> MelRVQCodec:
@@ -290,14 +325,37 @@ class MelRVQCodec(Codec):
         return cls(torch.stack(books), **config)
 
 
-def multiscale_mel_distance(a: torch.Tensor, b: torch.Tensor, sample_rate: int = 16000) -> float:
-    """Mean |log-mel difference| of two waveforms at FFT sizes 512, 1024 and 2048 (trimmed to the shorter)."""
+LEVEL_PERCENTILE = 0.9
+MAX_LEVEL_SHIFT = (-2.3, 3.5)     # natural-log units of magnitude: -20 dB to +30 dB
+
+
+def clip_level(feats: torch.Tensor) -> torch.Tensor:
+    """A clip's speech level: the 90th percentile over frames of the frame's mean log-mel. (B, F, D) -> (B,).
+    A high percentile reads the loud (voiced) frames, so ordinary pauses hardly move it; a clip that
+    is mostly silence reads quieter (MoST's 4.5 s exp_4 zero-padded to 10 s: 0.46 nats lower, and
+    73% of its codebook-0 codes change). So encode clips one by one, not zero-padded into a batch."""
+    return feats.mean(-1).quantile(LEVEL_PERCENTILE, dim=-1)
+
+
+def level_shift(feats: torch.Tensor, level: float) -> torch.Tensor:
+    """The shift of each clip's log-mel (a gain, since log(g * |X|) = log g + log |X|) that brings
+    its speech level to `level`, within -20..+30 dB so that near-silence is not blown up. (B,)"""
+    return (level - clip_level(feats)).clamp(*MAX_LEVEL_SHIFT)
+
+
+def multiscale_mel_distance(a: torch.Tensor, b: torch.Tensor, sample_rate: int = 16000, match_level: bool = False) -> float:
+    """Mean |log-mel difference| of two waveforms at FFT sizes 512, 1024 and 2048 (trimmed to the shorter).
+    match_level=True first shifts b's log-mel to a's speech level (clip_level): the distance then
+    ignores an overall gain, which a codec that normalises level changes on purpose."""
     n = min(a.shape[-1], b.shape[-1])
     a, b = a.reshape(-1)[:n], b.reshape(-1)[:n]
     dists = []
     for n_fft, n_mels in ((512, 64), (1024, 80), (2048, 128)):
         mel = _mel_transform(sample_rate, n_fft, n_mels)
-        dists.append((mel(a).clamp(min=1e-5).log() - mel(b).clamp(min=1e-5).log()).abs().mean().item())
+        la, lb = (mel(x).clamp(min=1e-5).log().T[None] for x in (a, b))     # (1, frames, n_mels)
+        if match_level:
+            lb = lb + (clip_level(la) - clip_level(lb))[:, None, None]
+        dists.append((la - lb).abs().mean().item())
     return sum(dists) / len(dists)
 
 
@@ -451,6 +509,10 @@ def codec_from_info(info: dict) -> Codec:
         if digest is not None and digest != codec.info()["codebooks_sha256"]:
             raise ValueError("these codes were made by other mel-RVQ codebooks than the shipped ones: decode them with "
                              "the codec that made them (MelRVQCodec.load(path)), or re-encode the corpus")
+        if digest is not None and any(info.get(k) != codec.config.get(k) for k in ("level", "floor")):
+            raise ValueError(f"these codes were made at level {info.get('level')} (floor {info.get('floor')}), the shipped "
+                             f"codec quantizes at {codec.config.get('level')} (floor {codec.config.get('floor')}): "
+                             "decode them with the codec that made them, or re-encode the corpus")
     elif name == "EncodecCodec":
         weights, bandwidth = info.get("weights", "pretrained"), info.get("bandwidth", 1.5)
         seed = re.fullmatch(r"untrained-tiny-seed(\d+)", str(weights))
@@ -477,18 +539,18 @@ def codec_from_info(info: dict) -> Codec:
 
 
 def corpus_frames(corpus: Path, max_frames: int, codec: MelRVQCodec, seed: int = 0) -> torch.Tensor:
-    """Log-mel frames of the corpus's train split, shuffled, at most max_frames."""
-    manifest = read_json(corpus / "manifest.json", "corpus manifest (build it with `python -m mini_most.corpus build`)")
-    items = [it for it in manifest["utterances"] if it["split"] == "train"]
-    g = torch.Generator().manual_seed(seed)
-    frames, n = [], 0
-    for i in torch.randperm(len(items), generator=g).tolist():
-        wav, sr = sf.read(str(inside(corpus, items[i]["path"], "manifest path")), dtype="float32")
-        frames.append(codec.log_mel(torch.from_numpy(wav)[None, None])[0])
-        n += len(frames[-1])
-        if n >= max_frames:
-            break
-    return torch.cat(frames)[:max_frames]
+    """The codec's features of the corpus's train split, clips shuffled, at most max_frames: 0.4.1's
+    fitting set, kept for code that called it (`codec train` now gathers its pool with
+    voices.corpus_clips / fitting_pool and pool_frames)."""
+    from .voices import corpus_clips
+    clips = corpus_clips(corpus, max_frames / codec.frame_rate, seed)
+    return torch.cat([codec.features(w[None, None])[0] for w in clips])[:max_frames]
+
+
+def pool_frames(codec: MelRVQCodec, clips: list[torch.Tensor], max_frames: int, seed: int = 0) -> torch.Tensor:
+    """The codec's features (level-shifted, floored) of every clip, shuffled, at most max_frames. (N, n_mels)"""
+    feats = torch.cat([codec.features(w[None, None])[0] for w in clips])
+    return feats[torch.randperm(len(feats), generator=torch.Generator().manual_seed(seed))[:max_frames]]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -498,11 +560,19 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--corpus", type=Path, default=Path("build/corpus"))
     t.add_argument("--out", type=Path, default=Path("build/codec/mel_rvq.safetensors"),
                    help=f"where to write the codebooks (to replace the shipped codec: --out {SHIPPED.relative_to(SHIPPED.parents[2])})")
-    t.add_argument("--codebooks", type=int, default=2)
+    t.add_argument("--codebooks", type=int, default=3)
     t.add_argument("--cardinality", type=int, default=1024)
     t.add_argument("--frames", type=int, default=90_000, help="log-mel frames to fit on (50 per second)")
     t.add_argument("--iters", type=int, default=25)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--pool", choices=("voices", "corpus"), default="voices",
+                   help="voices (the shipped codec's): half the corpus's eSpeak speech, a quarter Flite's four voices on "
+                        "grammar sentences, a quarter Flite + eSpeak on KJV verses (mini_most.voices.POOL); corpus: its eSpeak speech only")
+    t.add_argument("--no-level", dest="level", action="store_false",
+                   help="quantize each clip at its own level, not at one speech level (as codecs before 0.4.2 did)")
+    t.add_argument("--floor", type=float, default=0.0,
+                   help="nats under the speech level where the features stop (default 0: no floor; "
+                        "floors of 3.5 and 5 did not pay, see the README)")
     return ap
 
 
@@ -514,6 +584,8 @@ def main(argv=None):
     read_json(args.corpus / "manifest.json", "corpus manifest")          # a truncated one is named here
     if min(args.codebooks, args.cardinality, args.frames, args.iters) < 1:
         ap.error("--codebooks, --cardinality, --frames and --iters must be >= 1")
+    if args.floor < 0 or (args.floor > 0 and not args.level):
+        ap.error("--floor is how far under the speech level the features stop: a number >= 0, and only with a level")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # to the screen and to a log beside the checkpoint; the log replaces the old one only on success
     log_file, tmp_log = args.out.with_suffix(".log"), args.out.with_suffix(".log.tmp")
@@ -532,12 +604,28 @@ def main(argv=None):
 
 
 def train(args) -> None:
+    from . import voices
     start = time.perf_counter()
-    probe = MelRVQCodec(torch.zeros(1, 1, 80))
-    frames = corpus_frames(args.corpus, args.frames, probe, args.seed)
-    log.info("fitting %d x %d codebooks on %d frames of %s", args.codebooks, args.cardinality, len(frames), args.corpus.name)
-    codec = MelRVQCodec.fit(frames, args.codebooks, args.cardinality, args.iters, args.seed)
-    codec.save(args.out)
+    seconds = args.frames / 50 * 1.3          # a little more audio than the frames kept: the shuffle draws from all of it
+    if args.pool == "corpus":
+        clips = voices.corpus_clips(args.corpus, seconds, args.seed)
+        record = [{"part": "espeak corpus (train split)", "clips": len(clips),
+                   "seconds": round(sum(len(w) for w in clips) / voices.SAMPLE_RATE, 1)}]
+    else:
+        clips, record = voices.fitting_pool(args.corpus, seconds, args.seed)
+    for part in record:
+        log.info("pool: %s: %d clips, %.0f s", part["part"], part["clips"], part["seconds"])
+    config = {}
+    if args.level:   # the pool's median speech level: the level every clip is quantized at
+        probe = MelRVQCodec(torch.zeros(1, 1, 80))
+        config["level"] = round(torch.stack([clip_level(probe.log_mel(w[None, None]))[0] for w in clips]).median().item(), 3)
+        if args.floor > 0:
+            config["floor"] = args.floor
+        log.info("level %.3f%s", config["level"], f", floor {config['floor']} nats under it" if "floor" in config else "")
+    frames = pool_frames(MelRVQCodec(torch.zeros(1, 1, 80), **config), clips, args.frames, args.seed)
+    log.info("fitting %d x %d codebooks on %d frames", args.codebooks, args.cardinality, len(frames))
+    codec = MelRVQCodec.fit(frames, args.codebooks, args.cardinality, args.iters, args.seed, **config)
+    codec.save(args.out, pool=record)
     log.info("saved %s (%d bytes) in %.0f s", args.out.name, args.out.stat().st_size, time.perf_counter() - start)
 
 

@@ -331,7 +331,7 @@ class Utterance:
     id: str
     split: str              # train | validation | test (by sentence: no test sentence is heard in training)
     text: str
-    codes: torch.Tensor     # (K, F) int64 codec codes (shipped codec: K = 2 codebooks, F = 50 frames per second)
+    codes: torch.Tensor     # (K, F) int64 codec codes (shipped codec: K = 3 codebooks, F = 50 frames per second)
     seconds: float
     speaker: str            # eSpeak: "<voice>+<variant> <speed> wpm pitch <p>"; LibriSpeech: "librispeech <id>"
 

@@ -1,6 +1,6 @@
 """Reading and writing the project's files without losing or trusting too much.
 
-- `write_text_atomic`: a file is replaced whole or not at all (a kill mid-write keeps the old one).
+- `write_text_atomic` / `write_bytes_atomic`: a file is replaced whole or not at all (a kill mid-write keeps the old one).
 - `read_json`: a missing, unreadable or truncated JSON file is refused by its path.
 - `inside`: a name read from a manifest or an index must stay inside its folder.
 - `save_tensors` / `load_tensors`: safetensors files with a content hash in their metadata
@@ -26,6 +26,15 @@ def write_text_atomic(path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_bytes_atomic(path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
 

@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 # markers are text-range ids, so they route to text experts; only codec codes carry modality 1.
 # Audio layout: codebooks are flattened frame by frame (f0c0 f0c1 f1c0 f1c1 ...), so K codebooks at
 # 50 frames/s cost 50*K tokens per second of speech. The default uses K=1 (50 tokens/s): on this
-# corpus the second codebook hardly changes what a recogniser hears (data_samples/codec/quality.json)
-# and would double every audio sequence. MoST itself uses one stream of HuBERT units at 25 Hz.
+# corpus codebook 0 alone keeps most words (data_samples/codec/quality.json), and each further
+# codebook would add a whole sequence's worth of audio tokens. MoST itself uses one stream of HuBERT
+# units at 25 Hz.
 # (A delay pattern, as in MusicGen, keeps one position per frame but needs K output heads.)
 
 MARKERS = ("<boa>", "<eoa>", "<asr>", "<tts>", "<text>", "<speech>")

@@ -84,8 +84,12 @@ def test_codec_train_checks_its_input_before_touching_the_log(tmp_path, capsys):
     assert out.with_suffix(".log").read_text() == "the previous training's log\n"
 
 
-def test_no_command_writes_into_data_samples_unless_asked():
+def test_no_command_writes_into_data_samples_unless_asked(monkeypatch):
     import importlib.util
+
+    from mini_most import richtext
+    built = []
+    monkeypatch.setattr(richtext, "build", lambda out: built.append(out) or {})
     root = Path(__file__).parent.parent
 
     def tool(path):  # the scripts in tools/ and benchmarks/ are not a package: load them by path
@@ -97,9 +101,24 @@ def test_no_command_writes_into_data_samples_unless_asked():
                 "corpus encode": corpus_module.parser().parse_args(["encode"]).out,
                 "corpus samples": corpus_module.parser().parse_args(["samples"]).out,
                 "tools/learnability.py": tool(root / "tools" / "learnability.py").parser().parse_args([]).out,
-                "benchmarks/codec.py": tool(root / "benchmarks" / "codec.py").parser().parse_args([]).json}
+                "benchmarks/codec.py": tool(root / "benchmarks" / "codec.py").parser().parse_args([]).json,
+                "richtext build": richtext.main(["build"]) or built[0]}
     for command, out in defaults.items():
         assert out.parts[0] == "build", (command, out)
+
+
+@pytest.mark.parametrize("args, message", [(["--utterances", "0"], "--utterances 0: give at least 1"),
+                                           (["--festival", "-2"], "--festival -2: give at least 1"),
+                                           (["--corpus", "no/such/corpus"], "no corpus at no/such/corpus")])
+def test_codec_benchmark_refuses_what_it_cannot_measure(args, message, capsys):
+    import importlib.util
+    path = Path(__file__).parent.parent / "benchmarks" / "codec.py"
+    spec = importlib.util.spec_from_file_location("codec_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.main(args)
+    assert message in capsys.readouterr().err
 
 
 def test_train_command_saves_periodically_so_a_killed_run_keeps_its_steps(tmp_path, monkeypatch):

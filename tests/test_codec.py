@@ -8,8 +8,11 @@ import soundfile as sf
 import torch
 
 from mini_most import DATA_SAMPLES as DATA
+from mini_most import MoSTConfig
 from mini_most import codec as codec_module
 from mini_most.codec import SHIPPED, CodecConversion, EncodecCodec, MelRVQCodec, load_codec, rvq_encode
+from mini_most.corpus import load_corpus
+from mini_most.tokens import config_for
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +27,22 @@ def held_out(n=None):
 
 
 def test_shipped_codec_shape_and_budget(codec):
-    assert (codec.sample_rate, codec.frame_rate, codec.num_codebooks, codec.cardinality) == (16000, 50.0, 2, 1024)
-    assert codec.frame_rate * codec.num_codebooks <= 100      # at most 100 tokens per second of speech
-    assert codec.num_codebooks * codec.cardinality <= 2398    # fits the full preset's free ids
+    assert (codec.sample_rate, codec.frame_rate, codec.num_codebooks, codec.cardinality) == (16000, 50.0, 3, 1024)
+    assert codec.frame_rate * codec.num_codebooks * 10 == 1500  # 1.5 kbit/s in all, EnCodec's lowest bandwidth
+    assert load_corpus().model_codebooks == 1                   # the model hears codebook 0: 50 tokens per second
+    small = MoSTConfig.preset("small")                          # the presets' audio range holds two codebooks;
+    wide = config_for(load_corpus(), "small", codebooks=3)      # config_for widens it for all three
+    assert small.audio_token_end - small.audio_token_start == 2 * codec.cardinality
+    assert wide.audio_token_end - wide.audio_token_start == 3 * codec.cardinality == wide.vocab_size - 320
     assert SHIPPED.stat().st_size < 2**20
+    assert "level" in codec.config and codec.info()["level"] == codec.config["level"]
 
 
 @pytest.mark.parametrize("T", [16000, 16319, 1280])
 def test_encode_decode_shapes_and_round_trip_length(codec, T):
     wav = torch.randn(3, 1, T) * 0.1
     codes = codec.encode(wav)
-    assert codes.shape == (3, 2, T // 320) and codes.dtype == torch.int64   # exactly 50 frames per second
+    assert codes.shape == (3, 3, T // 320) and codes.dtype == torch.int64   # exactly 50 frames per second
     assert 0 <= codes.min() and codes.max() < 1024
     out = codec.decode(codes)
     assert out.shape == (3, 1, T // 320 * 320) and torch.isfinite(out).all()
@@ -83,7 +91,7 @@ def test_files_round_trip(codec, tmp_path):
     wav = held_out(1)[0]
     sf.write(tmp_path / "in.wav", (wav[0, 0].numpy() * 32767).astype("int16"), 16000, subtype="PCM_16")
     codes = codec.encode_file(tmp_path / "in.wav")
-    assert codes.shape[:2] == (1, 2)
+    assert codes.shape[:2] == (1, codec.num_codebooks)
     codec.write(tmp_path / "out.wav", codec.decode(codes))
     out, sr = sf.read(tmp_path / "out.wav")
     assert sr == 16000 and abs(len(out) - wav.shape[-1]) < 320
@@ -127,13 +135,47 @@ def test_write_refuses_a_batch(codec, tmp_path):
 @pytest.mark.parametrize("codes, words", [
     (torch.zeros(2, 51, dtype=torch.long), "\\(batch, codebooks, frames\\)"),
     (torch.zeros(1, 2, 5), "integer tensor"),
-    (torch.zeros(1, 3, 5, dtype=torch.long), "3 codebooks"),
+    (torch.zeros(1, 4, 5, dtype=torch.long), "4 codebooks"),
     (torch.full((1, 2, 5), 1024), "\\[0, 1024\\)"),
     (torch.full((1, 2, 5), -1), "\\[0, 1024\\)"),
 ])
 def test_bad_codes_raise_clear_error(codec, codes, words):
     with pytest.raises(ValueError, match=words):
         codec.decode(codes)
+
+
+def test_level_makes_codes_blind_to_gain():
+    """With a level, the codec quantizes every clip at one speech level: the same speech, 12 dB
+    quieter or 6 dB louder, gives (almost) the same codes; without one, a gain moves them."""
+    speech = held_out()[-1]                                                # MoST's exp_4, 4.5 s
+    fixed = MelRVQCodec(load_codec().codebooks, level=0.3)
+    plain = MelRVQCodec(load_codec().codebooks)                            # no level: as codecs before 0.4.2
+    for gain in (0.25, 2.0):
+        same_fixed = (fixed.encode(speech * gain)[:, 0] == fixed.encode(speech)[:, 0]).float().mean()
+        same_plain = (plain.encode(speech * gain)[:, 0] == plain.encode(speech)[:, 0]).float().mean()
+        assert same_fixed > 0.97 and same_plain < 0.8, (gain, same_fixed, same_plain)
+    # and what is quantized sits at the level: its 90th-percentile frame level is the level, exactly
+    assert abs(codec_module.clip_level(fixed.features(speech * 0.25)).item() - 0.3) < 1e-4
+
+
+def test_level_does_not_blow_up_near_silence():
+    fixed = MelRVQCodec(load_codec().codebooks, level=0.3)
+    hum = 1e-4 * torch.randn(1, 1, 16000, generator=torch.Generator().manual_seed(0))
+    shift = codec_module.level_shift(fixed.log_mel(hum), 0.3)
+    assert shift.item() == codec_module.MAX_LEVEL_SHIFT[1]                 # +30 dB at most, not the +44 dB it lacks
+
+
+def test_a_checkpoint_keeps_its_level_and_floor(tmp_path):
+    speech = held_out()[-1]
+    for extra in ({}, {"floor": 3.0}):
+        fixed = MelRVQCodec(load_codec().codebooks, level=-0.5, **extra)
+        fixed.save(tmp_path / "c.safetensors")
+        again = MelRVQCodec.load(tmp_path / "c.safetensors")
+        assert again.config["level"] == -0.5 and again.config.get("floor") == extra.get("floor")
+        assert torch.equal(again.encode(speech), fixed.encode(speech))
+    assert fixed.features(speech).min() == -0.5 - 3.0                     # the floor: nothing under level - floor
+    with pytest.raises(ValueError, match="needs a level"):
+        MelRVQCodec(load_codec().codebooks, floor=3.0)
 
 
 def test_unknown_source_raises():
@@ -155,14 +197,15 @@ def test_codebooks_are_used_on_held_out_speech(codec):
 
 
 def test_reconstruction_error_falls_with_each_codebook(codec):
-    feats = torch.cat([codec.log_mel(w)[0] for w in held_out()])           # (F, 80)
+    feats = torch.cat([codec.features(w)[0] for w in held_out()])          # (F, 80)
     errs = [(feats - codec_module.rvq_decode(rvq_encode(feats, codec.codebooks[:k]), codec.codebooks[:k]))
-            .pow(2).mean().item() for k in (1, 2)]
-    assert errs[1] < 0.8 * errs[0], errs
-    # and in the decoded audio: two codebooks are closer to the original than one
-    dist = {k: sum(codec_module.multiscale_mel_distance(w, codec.decode(codec.encode(w)[:, :k])) for w in held_out(6))
-            for k in (1, 2)}
-    assert dist[2] < 0.95 * dist[1], dist
+            .pow(2).mean().item() for k in (1, 2, 3)]
+    assert errs[1] < 0.8 * errs[0] and errs[2] < 0.8 * errs[1], errs
+    # and in the decoded audio: each codebook brings it closer to the original (level-matched: the
+    # codec sets every clip to its speech level)
+    dist = {k: sum(codec_module.multiscale_mel_distance(w, codec.decode(codec.encode(w)[:, :k]), match_level=True)
+                   for w in held_out(6)) for k in (1, 2, 3)}
+    assert dist[2] < 0.95 * dist[1] and dist[3] < 0.95 * dist[2], dist
 
 
 def test_kmeans_finds_planted_clusters():

@@ -58,13 +58,28 @@ def test_build_a_handful(tmp_path):
     assert all((tmp_path / it["path"]).read_bytes() == (tmp_path / "again" / it["path"]).read_bytes()
                for it in m["utterances"])
     assert m["espeak_ng"].startswith("eSpeak NG") and m["gain"] == data.GAIN
-    # the codec's train command runs on such a corpus
-    from mini_most import codec
+    # the codec's train command runs on such a corpus: first 0.4.1's recipe (its eSpeak speech, no level) ...
+    from mini_most import codec, voices
     codec.main(["train", "--corpus", str(tmp_path), "--out", str(tmp_path / "c.safetensors"), "--codebooks", "1",
-                "--cardinality", "8", "--frames", "300", "--iters", "3"])
-    small = codec.MelRVQCodec.load(tmp_path / "c.safetensors")
-    assert small.num_codebooks == 1 and small.cardinality == 8
-    assert (tmp_path / "c.log").read_text().count("saved c.safetensors") == 1
+                "--cardinality", "8", "--frames", "300", "--iters", "3", "--pool", "corpus", "--no-level"])
+    plain = codec.MelRVQCodec.load(tmp_path / "c.safetensors")
+    assert "level" not in plain.config and plain.cardinality == 8
+    with pytest.raises(SystemExit):                                         # a floor stands under a level only
+        codec.main(["train", "--corpus", str(tmp_path), "--no-level", "--floor", "3"])
+    # ... then the default pool (other synthesisers), where they are installed (.ci/run installs them;
+    # tests/test_voices.py says so by skipping where they are not)
+    if voices.available("flite") and voices.shutil.which("bible"):
+        codec.main(["train", "--corpus", str(tmp_path), "--out", str(tmp_path / "c.safetensors"), "--codebooks", "1",
+                    "--cardinality", "8", "--frames", "300", "--iters", "3"])
+        small = codec.MelRVQCodec.load(tmp_path / "c.safetensors")
+        assert small.num_codebooks == 1 and small.cardinality == 8
+        # fitted on the corpus's eSpeak speech, Flite on grammar sentences, Flite and eSpeak on KJV verses, at
+        # the pool's speech level; the checkpoint says what it was fitted on
+        from mini_most.files import load_tensors
+        pool = json.loads(load_tensors(tmp_path / "c.safetensors", "codec")[1]["pool"])
+        assert [p["part"].split()[0] for p in pool] == ["espeak", "flite", "flite"] and all(p["clips"] >= 1 for p in pool)
+        assert -3 < small.config["level"] < 3 and small.info()["level"] == small.config["level"]
+    assert (tmp_path / "c.log").read_text().count("saved c.safetensors") == 1     # the log of the last fit only
     # the listening subset copies held-out utterances only, with the corpus summary
     samples = data.export_samples(tmp_path, tmp_path / "samples", per_split=2)
     assert samples["utterances"] and all(it["split"] != "train" for it in samples["utterances"])

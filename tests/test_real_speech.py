@@ -89,6 +89,8 @@ def test_codec_record_mismatch_is_refused():
     info = load_codec().info()
     with pytest.raises(ValueError, match="other mel-RVQ codebooks"):
         load_codec(dict(info, codebooks_sha256="0" * 64))
+    with pytest.raises(ValueError, match="made at level 9.0"):              # same codebooks, another level
+        load_codec(dict(info, level=9.0))
     with pytest.raises(ValueError, match="names no codec"):
         load_codec({"name": "HubertUnits"})
 
@@ -183,8 +185,24 @@ def test_merge_refuses_results_of_two_corpora(encodec_corpus, tmp_path):
         merge([tmp_path / "espeak" / "results.json", tmp_path / "encodec" / "results.json"])
 
 
+def test_the_committed_grid_counts_as_made_on_the_corpus_before_0_4_2(tmp_path):
+    """The committed grid has no corpus hash (it predates 0.4.1): it was made on 0.4.1's codes, which
+    0.4.2's codec remade, so it must not be extended or merged with runs on today's corpus."""
+    old = json.loads((ablate_module.COMMITTED / "results.json").read_text())
+    assert "corpus_sha256" not in old and ablate_module.CORPUS_BEFORE_0_4_2 != load_corpus().fingerprint()
+    shutil.copy(ablate_module.COMMITTED / "results.json", tmp_path / "results.json")
+    with pytest.raises(ValueError, match="another corpus"):        # refused before anything trains
+        ablate(["dense"], [9], AblationConfig(**old["config"]), tmp_path, progress=False, log=lambda *a: None)
+    cfg = AblationConfig(**dict(SMOKE, asr_sentences=2, tts_sentences=2, text_sentences=2))
+    ablate(["dense"], [0], cfg, tmp_path / "new", judge=False, progress=False, log=lambda *a: None)
+    new = json.loads((tmp_path / "new" / "results.json").read_text())
+    (tmp_path / "old.json").write_text(json.dumps({**old, "config": new["config"]}))   # same settings, old corpus
+    with pytest.raises(ValueError, match="another corpus"):
+        merge([tmp_path / "new" / "results.json", tmp_path / "old.json"])
+
+
 def test_resume_on_another_codecs_corpus_is_refused(encodec_corpus, tmp_path):
-    # both codecs make 2 x 1024 codes, so only the checkpoint's codec record tells them apart
+    # the checkpoint's codec record tells the codecs apart (0.4.1's offline codec made 2 x 1024 codes, like EnCodec at 1.5 kbps)
     set_seed(0)
     t = Trainer(MoST(MoSTConfig.preset("toy")), load_corpus(), TrainConfig(steps=1, batch_size=2, eval_every=0,
                                                                             precision="fp32"))

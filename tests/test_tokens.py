@@ -281,7 +281,7 @@ def test_shipped_corpus_loads_with_valid_codes(corpus):
     assert len(corpus.text_only) >= 10_000
     words = set(vocabulary())
     for u in corpus.utterances[:: 97]:
-        assert u.codes.shape[0] == 2 and u.codes.min() >= 0 and u.codes.max() < 1024
+        assert u.codes.shape[0] == corpus.codec["num_codebooks"] == 3 and u.codes.min() >= 0 and u.codes.max() < 1024
         # one frame per whole 320 samples; seconds are rounded to the ms, i.e. +-8 samples
         assert (u.seconds * 16000 - 8) // 320 <= u.codes.shape[1] <= (u.seconds * 16000 + 8) // 320
         assert set(u.text.split()) <= words

@@ -49,7 +49,7 @@ def undelay(delayed: torch.Tensor) -> torch.Tensor:
     return torch.stack([delayed[k, k:L - K + 1 + k] for k in range(K)])
 
 
-c = corpus.utterances[0].codes
+c = corpus.utterances[0].codes[:2]                      # the exercise's 2 codebooks (the codec has 3)
 d = delay(c, pad=-1)
 assert torch.equal(undelay(d), c) and d.shape[1] == c.shape[1] + 1
 print(f"3. delay pattern: {c.shape[1]} frames -> {d.shape[1]} positions of 2 codes each (flattening: {2 * c.shape[1]}); "

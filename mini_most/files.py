@@ -22,19 +22,19 @@ HASH_KEY = "mini_most.sha256"
 
 
 def write_text_atomic(path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return _replace_whole(path, lambda tmp: tmp.write_text(text))
 
 
 def write_bytes_atomic(path, data: bytes) -> Path:
+    return _replace_whole(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _replace_whole(path, write) -> Path:
+    # write beside the target, then rename over it: a rename is all or nothing
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
+    write(tmp)
     os.replace(tmp, path)
     return path
 

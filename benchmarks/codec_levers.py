@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from codec import grammar_sentences, measure, read, sources, table  # benchmarks/codec.py: the per-source table
 
-from mini_most.codec import SHIPPED, MelRVQCodec, clip_level, kmeans, rvq_encode
+from mini_most.codec import SHIPPED, MelRVQCodec, clip_level, kmeans, pool_frames, rvq_encode
 from mini_most.corpus import PITCHES, SPEEDS, VARIANTS, VOICES
 from mini_most.judge import SphinxJudge, StockRecogniser
 from mini_most.voices import SYNTHESISERS, kjv_verses, speak
@@ -94,11 +94,6 @@ def synth_pool(texts: list[str], voices: list[tuple[str, str]], seconds: float, 
     return out
 
 
-def frames_of(codec: MelRVQCodec, clips: list[torch.Tensor], budget: int, seed: int = 0) -> torch.Tensor:
-    feats = torch.cat([codec.features(w[None, None])[0] for w in clips])
-    return feats[torch.randperm(len(feats), generator=torch.Generator().manual_seed(seed))[:budget]]
-
-
 def fit_stagewise(first: torch.Tensor, rest: torch.Tensor, n_books: int, seed: int = 0, **config) -> MelRVQCodec:
     """Codebook 0 fitted on the frames `first`, codebooks 1.. on what codebook 0 leaves of the frames `rest`."""
     g = torch.Generator().manual_seed(seed)
@@ -157,10 +152,10 @@ def main(argv=None):
                                                                 for w in pool_clips[-1]]).median().item(), 3)}
             probe = MelRVQCodec(torch.zeros(1, 1, 80), **config)
             if len(names) == 1:
-                codec = MelRVQCodec.fit(frames_of(probe, pool_clips[0], args.frames), n_books, 1024, 25, 0, **config)
+                codec = MelRVQCodec.fit(pool_frames(probe, pool_clips[0], args.frames), n_books, 1024, 25, 0, **config)
             else:
-                codec = fit_stagewise(frames_of(probe, pool_clips[0], args.frames),
-                                      frames_of(probe, pool_clips[1], args.frames), n_books, **config)
+                codec = fit_stagewise(pool_frames(probe, pool_clips[0], args.frames),
+                                      pool_frames(probe, pool_clips[1], args.frames), n_books, **config)
         fit_s = time.perf_counter() - t
         res = measure(codec, clips, judges, ks=tuple(range(1, n_books + 1)), unquantised=pool not in ("0.4.1", "0.4.2"))
         results[name] = {"pool": pool, "config": config, "fit_seconds": round(fit_s),
